@@ -1,0 +1,34 @@
+/*
+ * nr_file: whole-file access. Read-only memory maps for model files (never
+ * written, never copied), and a bounded read for small text files.
+ */
+#ifndef NR_FILE_H
+#define NR_FILE_H
+
+#include <stddef.h>
+
+struct nr_map {
+    const unsigned char *data; /* read-only mapping, or NULL for an empty file */
+    size_t size;               /* bytes */
+};
+
+/* Map `path` read-only. On success fills *m; release with nr_file_unmap. */
+int nr_file_map(const char *path, struct nr_map *m);
+void nr_file_unmap(struct nr_map *m);
+/* Tell the kernel the mapped pages may be dropped (after an upload, say). */
+void nr_file_map_release(struct nr_map *m);
+
+/*
+ * Read the whole of `path` into a NUL-terminated buffer (caller frees with
+ * nr_free). Files larger than `max_bytes` give NR_ELIMIT.
+ */
+int nr_file_read(const char *path, size_t max_bytes, char **out, size_t *len);
+
+/* Join dir and name into buf (NR_ELIMIT if it does not fit). */
+int nr_path_join(char *buf, size_t cap, const char *dir, const char *name);
+
+/* 1 if path exists and is a directory / a regular file, else 0. */
+int nr_path_is_dir(const char *path);
+int nr_path_is_file(const char *path);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * nr_kern: CPU compute kernels for the encoder (and later the decoder).
+ *
+ * One header, several implementations: kern_scalar.c (the plain reference,
+ * always built), kern_avx2.c, kern_avx512.c (x86-64), kern_neon.c (aarch64).
+ * Each fills a `struct nr_kern_ops` table; nr_kern_select() picks the best one
+ * the CPU supports once, at start-up (or the one named by NANORAG_KERN=
+ * scalar|avx2|avx512|neon, for tests and benchmarks), and nr_kern_get()
+ * returns it. Tests compare every variant against the scalar table.
+ *
+ * Layouts: all matrices are row-major fp32. Linear layers follow PyTorch:
+ * weight W is [n][k] (out features × in features), y = x·Wᵀ + b.
+ * Weights are repacked once at load time (nr_kern_pack) into the layout the
+ * selected variant's GEMM micro-kernel reads; the packed form is private to
+ * the variant that made it.
+ */
+#ifndef NR_KERN_H
+#define NR_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct nr_pool;
+
+/* A weight matrix packed for one kernel variant. */
+struct nr_pw {
+    int n;                       /* output features (rows of W) */
+    int k;                       /* input features (cols of W) */
+    float *data;                 /* packed copy, owned (nr_free) */
+    size_t bytes;                /* size of data */
+    const struct nr_kern_ops *ops; /* the variant that packed it */
+};
+
+enum nr_act { NR_ACT_NONE = 0, NR_ACT_GELU = 1 /* exact erf GELU, as torch.nn.GELU() */ };
+
+struct nr_kern_ops {
+    const char *name; /* "scalar", "avx2", "avx512", "neon" */
+
+    /* Pack W [n][k] row-major into pw (allocates pw->data). 0 or NR_ENOMEM. */
+    int (*pack)(struct nr_pw *pw, const float *w, int n, int k);
+
+    /*
+     * C[i][j] (+)= act(sum_t A[i][t] * W[j][t] + bias[j]) for i in [0,m),
+     * j in [j0,j1). bias may be NULL. With accumulate != 0 the result is added
+     * to C's previous contents AFTER the activation (used for residuals:
+     * x += W·h + b). j0 and j1 are multiples of the variant's column block
+     * (ops->nblock) except j1 == n. Single-threaded: nr_kern_linear splits
+     * the work.
+     */
+    void (*gemm)(const float *A, int lda, const struct nr_pw *W, const float *bias, float *C,
+                 int ldc, int m, int j0, int j1, int act, int accumulate);
+    int nblock; /* column block of gemm (j0/j1 granularity) */
+
+    float (*dot)(const float *a, const float *b, int n);
+    /* y += a * x */
+    void (*axpy)(float *y, float a, const float *x, int n);
+    /* In place over rows of x [rows][dim]: y = (x - mean) / sqrt(var + eps) * g + b */
+    void (*layernorm)(float *x, int rows, int dim, const float *g, const float *b, float eps);
+    /* In place softmax over x[0..n) */
+    void (*softmax)(float *x, int n);
+};
+
+/* Select the implementation once (idempotent; thread-safe after first call). */
+const struct nr_kern_ops *nr_kern_get(void);
+/* The table named `name`, or NULL if not built or not supported by this CPU. */
+const struct nr_kern_ops *nr_kern_by_name(const char *name);
+/* The plain reference table. */
+const struct nr_kern_ops *nr_kern_scalar(void);
+
+/* Pack W with ops (NULL: nr_kern_get()). Free with nr_kern_pw_free. */
+int nr_kern_pack(const struct nr_kern_ops *ops, struct nr_pw *pw, const float *w, int n, int k);
+void nr_kern_pw_free(struct nr_pw *pw);
+
+/*
+ * C = act(A·Wᵀ + bias) (or C += ... with accumulate), m rows, multi-threaded
+ * over pool (NULL: calling thread only). Uses W->ops.
+ */
+void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct nr_pw *W,
+                    const float *bias, float *C, int ldc, int m, int act, int accumulate);
+
+/*
+ * Multi-head self-attention for one sequence of L tokens.
+ * qkv: [L][ld_qkv] with Q at column 0, K at `hidden`, V at 2*hidden, where
+ * hidden = heads * head_dim and head h uses columns [h*head_dim, (h+1)*head_dim).
+ * out: [L][ld_out], columns [0, hidden) written. scratch: L floats.
+ * Only heads [h0, h1) are computed (the caller splits heads across threads).
+ * Every token attends to all L tokens (no padding: sequences are packed).
+ */
+void nr_kern_attention(const struct nr_kern_ops *ops, const float *qkv, int ld_qkv, int L,
+                       int heads, int head_dim, int h0, int h1, float scale, float *out,
+                       int ld_out, float *scratch);
+
+/* Human-readable SIMD feature list of this CPU ("avx2 fma avx512f ..."). */
+const char *nr_kern_cpu_features(void);
+
+#endif
