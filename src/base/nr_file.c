@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -60,6 +61,15 @@ void nr_file_map_release(struct nr_map *m)
 {
     if (m->data)
         madvise((void *)m->data, m->size, MADV_DONTNEED);
+}
+
+void nr_file_release_range(const void *p, size_t n)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t b = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(page - 1);
+    if (e > b)
+        madvise((void *)b, e - b, MADV_DONTNEED);
 }
 
 int nr_file_read(const char *path, size_t max_bytes, char **out, size_t *len)

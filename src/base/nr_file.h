@@ -17,6 +17,10 @@ int nr_file_map(const char *path, struct nr_map *m);
 void nr_file_unmap(struct nr_map *m);
 /* Tell the kernel the mapped pages may be dropped (after an upload, say). */
 void nr_file_map_release(struct nr_map *m);
+/* The same for the whole pages inside [p, p + n) of a read-only mapping
+ * (after a tensor was repacked into its own buffer). Harmless if p is not
+ * in a mapping: the call is advisory and failures are ignored. */
+void nr_file_release_range(const void *p, size_t n);
 
 /*
  * Read the whole of `path` into a NUL-terminated buffer (caller frees with
