@@ -54,7 +54,10 @@ static const char *join(const char *dir, const char *rel)
     return b;
 }
 
-const char *nr_test_src_path(const char *rel) { return join(NR_SOURCE_DIR, rel); }
+const char *nr_test_src_path(const char *rel)
+{
+    return join(NR_SOURCE_DIR, rel);
+}
 
 const char *nr_test_model_path(const char *rel)
 {

@@ -29,39 +29,39 @@ const char *nr_test_model_path(const char *rel);
 
 #define NR_RUN(fn) nr_test_run(#fn, fn)
 
-#define NR_CHECK(cond)                                                                         \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            nr_test_fail(__FILE__, __LINE__, "check failed: %s", #cond);                       \
+#define NR_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            nr_test_fail(__FILE__, __LINE__, "check failed: %s", #cond);                           \
     } while (0)
 
-#define NR_CHECK_MSG(cond, ...)                                                                \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            nr_test_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \
+#define NR_CHECK_MSG(cond, ...)                                                                    \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            nr_test_fail(__FILE__, __LINE__, __VA_ARGS__);                                         \
     } while (0)
 
-#define NR_CHECK_INT(a, b)                                                                     \
-    do {                                                                                       \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                                  \
-        if (va_ != vb_)                                                                        \
-            nr_test_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, va_, vb_);      \
+#define NR_CHECK_INT(a, b)                                                                         \
+    do {                                                                                           \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
+        if (va_ != vb_)                                                                            \
+            nr_test_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, va_, vb_);          \
     } while (0)
 
-#define NR_CHECK_NEAR(a, b, tol)                                                               \
-    do {                                                                                       \
-        double va_ = (double)(a), vb_ = (double)(b);                                           \
-        if (!(fabs(va_ - vb_) <= (tol)))                                                       \
-            nr_test_fail(__FILE__, __LINE__, "%s ~= %s: %.9g vs %.9g (tol %g)", #a, #b, va_,   \
-                         vb_, (double)(tol));                                                  \
+#define NR_CHECK_NEAR(a, b, tol)                                                                   \
+    do {                                                                                           \
+        double va_ = (double)(a), vb_ = (double)(b);                                               \
+        if (!(fabs(va_ - vb_) <= (tol)))                                                           \
+            nr_test_fail(__FILE__, __LINE__, "%s ~= %s: %.9g vs %.9g (tol %g)", #a, #b, va_, vb_,  \
+                         (double)(tol));                                                           \
     } while (0)
 
-#define NR_SKIP(...)                                                                           \
-    do {                                                                                       \
-        printf("  skip: ");                                                                    \
-        printf(__VA_ARGS__);                                                                   \
-        printf("\n");                                                                          \
-        nr_test_skipped_flag = 1;                                                              \
+#define NR_SKIP(...)                                                                               \
+    do {                                                                                           \
+        printf("  skip: ");                                                                        \
+        printf(__VA_ARGS__);                                                                       \
+        printf("\n");                                                                              \
+        nr_test_skipped_flag = 1;                                                                  \
     } while (0)
 
 #endif

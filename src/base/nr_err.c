@@ -28,28 +28,43 @@ int nr_err_wrap(int code, const char *fmt, ...)
     va_end(ap);
     memcpy(old, err_msg, sizeof old);
     /* Truncation is fine: the message is for people, the code for programs. */
-    if (snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old[0] ? old : nr_err_name(code)) <
-        0)
+    if (snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old[0] ? old : nr_err_name(code)) < 0)
         err_msg[0] = '\0';
     return code;
 }
 
-const char *nr_err_msg(void) { return err_msg; }
+const char *nr_err_msg(void)
+{
+    return err_msg;
+}
 
-void nr_err_clear(void) { err_msg[0] = '\0'; }
+void nr_err_clear(void)
+{
+    err_msg[0] = '\0';
+}
 
 const char *nr_err_name(int code)
 {
     switch (code) {
-    case NR_OK: return "OK";
-    case NR_ENOMEM: return "out of memory";
-    case NR_EIO: return "I/O error";
-    case NR_EFORMAT: return "malformed data";
-    case NR_EINVAL: return "invalid argument";
-    case NR_EUNSUPPORTED: return "unsupported";
-    case NR_ELIMIT: return "limit exceeded";
-    case NR_ENOTFOUND: return "not found";
-    case NR_EINTERNAL: return "internal error";
-    default: return "unknown error";
+    case NR_OK:
+        return "OK";
+    case NR_ENOMEM:
+        return "out of memory";
+    case NR_EIO:
+        return "I/O error";
+    case NR_EFORMAT:
+        return "malformed data";
+    case NR_EINVAL:
+        return "invalid argument";
+    case NR_EUNSUPPORTED:
+        return "unsupported";
+    case NR_ELIMIT:
+        return "limit exceeded";
+    case NR_ENOTFOUND:
+        return "not found";
+    case NR_EINTERNAL:
+        return "internal error";
+    default:
+        return "unknown error";
     }
 }

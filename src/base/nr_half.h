@@ -59,6 +59,9 @@ static inline uint16_t nr_fp32_to_fp16(float f)
     }
 }
 
-static inline float nr_bf16_to_fp32(uint16_t b) { return nr_f32_from_bits((uint32_t)b << 16); }
+static inline float nr_bf16_to_fp32(uint16_t b)
+{
+    return nr_f32_from_bits((uint32_t)b << 16);
+}
 
 #endif

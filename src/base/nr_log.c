@@ -21,7 +21,10 @@ static int level_from_env(void)
     return NR_LOG_WARN;
 }
 
-void nr_log_set_level(int level) { log_level = level; }
+void nr_log_set_level(int level)
+{
+    log_level = level;
+}
 
 int nr_log_level(void)
 {

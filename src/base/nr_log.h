@@ -12,8 +12,8 @@ int nr_log_level(void);
 void nr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define nr_log_error(...) nr_log(NR_LOG_ERROR, __VA_ARGS__)
-#define nr_log_warn(...) nr_log(NR_LOG_WARN, __VA_ARGS__)
-#define nr_log_info(...) nr_log(NR_LOG_INFO, __VA_ARGS__)
+#define nr_log_warn(...)  nr_log(NR_LOG_WARN, __VA_ARGS__)
+#define nr_log_info(...)  nr_log(NR_LOG_INFO, __VA_ARGS__)
 #define nr_log_debug(...) nr_log(NR_LOG_DEBUG, __VA_ARGS__)
 
 #endif

@@ -24,9 +24,15 @@ struct hdr {
     size_t offset;
 };
 
-void nr_mem_fail_after(long n) { atomic_store(&fail_countdown, n); }
+void nr_mem_fail_after(long n)
+{
+    atomic_store(&fail_countdown, n);
+}
 
-size_t nr_mem_held(void) { return atomic_load(&held_bytes); }
+size_t nr_mem_held(void)
+{
+    return atomic_load(&held_bytes);
+}
 
 static int should_fail(void)
 {
@@ -65,7 +71,10 @@ void *nr_aligned_alloc(size_t align, size_t n)
     return user;
 }
 
-void *nr_malloc(size_t n) { return nr_aligned_alloc(HDR, n); }
+void *nr_malloc(size_t n)
+{
+    return nr_aligned_alloc(HDR, n);
+}
 
 void *nr_calloc(size_t count, size_t size)
 {
@@ -114,4 +123,7 @@ char *nr_strndup(const char *s, size_t n)
     return d;
 }
 
-char *nr_strdup(const char *s) { return nr_strndup(s, strlen(s)); }
+char *nr_strdup(const char *s)
+{
+    return nr_strndup(s, strlen(s));
+}

@@ -22,8 +22,8 @@
 #define SPIN_ITERS 200000
 
 struct nr_pool {
-    int nthreads;    /* workers + the calling thread */
-    pthread_t *th;   /* (nthreads - 1) */
+    int nthreads;  /* workers + the calling thread */
+    pthread_t *th; /* (nthreads - 1) */
     pthread_mutex_t mu;
     pthread_cond_t work_cv;
     pthread_cond_t done_cv;
@@ -167,7 +167,10 @@ void nr_pool_free(struct nr_pool *p)
     nr_free(p);
 }
 
-int nr_pool_threads(const struct nr_pool *p) { return p ? p->nthreads : 1; }
+int nr_pool_threads(const struct nr_pool *p)
+{
+    return p ? p->nthreads : 1;
+}
 
 void nr_pool_run(struct nr_pool *p, int ntasks, nr_pool_fn fn, void *ctx)
 {

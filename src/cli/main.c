@@ -1,9 +1,47 @@
+/*
+ * nanorag — retrieval-augmented generation for edge GPUs, in one process.
+ * This file only dispatches to the subcommands in cli_*.c.
+ */
+#include "nr_cli.h"
+
 #include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "nanorag %s — RAG engine for edge GPUs\n"
+            "\n"
+            "usage: nanorag <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  embed TEXT...     sentence embeddings (texts, stdin lines or --file)\n"
+            "  status            what runs where: CPU, GPU, memory, embedder\n"
+            "  version           print the version\n"
+            "\n"
+            "`nanorag <command> --help` describes each command's options.\n",
+            NR_VERSION);
+}
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    printf("nanorag %s\n", NR_VERSION);
-    return 0;
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "embed"))
+        return cli_embed(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "status"))
+        return cli_status(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("nanorag %s\n", NR_VERSION);
+        return 0;
+    }
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "nanorag: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return 2;
 }

@@ -1,0 +1,149 @@
+/*
+ * bench_embed: CPU embedding speed, the figures docs/BENCHMARKS.md records.
+ *
+ *   bench_embed [--model PATH] [--threads N] [--queries N] [--batches N] [--batch N]
+ *
+ * 1. single query of 12 tokens ("how do i reset the admin password on my
+ *    router", with [CLS]/[SEP]), end to end including tokenization:
+ *    p50/p99 over --queries runs after warm-up;
+ * 2. throughput in 128-token chunks/s at batch --batch (32): texts built from
+ *    single-token words so each is exactly 128 tokens (checked);
+ * 3. peak RSS (ru_maxrss) with the model loaded and after the runs.
+ * bench/st_bench.py measures sentence-transformers on the same inputs.
+ */
+#include "nr_embed.h"
+#include "nr_err.h"
+#include "nr_mem.h"
+#include "nr_str.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static const char *words[] = {"data",   "model",  "search", "query",   "memory",   "index",
+                              "vector", "store",  "answer", "source",  "document", "batch",
+                              "thread", "kernel", "cache",  "latency", "network",  "server"};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* words[(i*7 + j) % n] for j < ntok: each word is one WordPiece token. */
+static char *make_text(int i, int ntok)
+{
+    size_t cap = (size_t)ntok * 10 + 1, len = 0;
+    char *s = malloc(cap);
+    int nw = (int)(sizeof words / sizeof words[0]);
+    for (int j = 0; j < ntok && s; j++) {
+        int n = snprintf(s + len, cap - len, "%s%s", j ? " " : "", words[(i * 7 + j) % nw]);
+        len += (size_t)n;
+    }
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = "models/all-MiniLM-L6-v2";
+    int threads = 0, queries = 200, batches = 8, batch = 32;
+    struct nr_embed_opts o;
+    struct nr_embedder *e;
+    struct nr_embedder_info info;
+    const char *q = "how do i reset the admin password on my router";
+    char **texts;
+    float *out;
+    double *lat, t0, dt;
+    struct rusage ru;
+    long rss_loaded;
+
+    for (int i = 1; i + 1 < argc; i += 2) {
+        int bad = 0;
+        if (!strcmp(argv[i], "--model"))
+            model = argv[i + 1];
+        else if (!strcmp(argv[i], "--threads"))
+            bad = nr_parse_int(argv[i + 1], 1, 256, "--threads", &threads);
+        else if (!strcmp(argv[i], "--queries"))
+            bad = nr_parse_int(argv[i + 1], 10, 1000000, "--queries", &queries);
+        else if (!strcmp(argv[i], "--batches"))
+            bad = nr_parse_int(argv[i + 1], 1, 100000, "--batches", &batches);
+        else if (!strcmp(argv[i], "--batch"))
+            bad = nr_parse_int(argv[i + 1], 1, 4096, "--batch", &batch);
+        else
+            bad = nr_err_set(NR_EINVAL, "unknown option %s", argv[i]);
+        if (bad) {
+            fprintf(stderr, "bench_embed: %s\n", nr_err_msg());
+            return 2;
+        }
+    }
+    nr_embed_opts_default(&o);
+    o.threads = threads;
+    if (nr_embedder_open(model, &o, &e)) {
+        fprintf(stderr, "bench_embed: %s\n", nr_err_msg());
+        return 1;
+    }
+    nr_embedder_info(e, &info);
+    getrusage(RUSAGE_SELF, &ru);
+    rss_loaded = ru.ru_maxrss;
+    printf("model %s (%s), kernel %s, threads %d\n", info.model, info.source, info.kernel,
+           info.threads);
+    if (nr_embedder_count_tokens(e, q, strlen(q)) != 12) {
+        fprintf(stderr, "bench_embed: query is %d tokens, expected 12\n",
+                nr_embedder_count_tokens(e, q, strlen(q)));
+        return 1;
+    }
+
+    out = malloc(sizeof(float) * (size_t)info.dim * (size_t)batch);
+    lat = malloc(sizeof(double) * (size_t)queries);
+    texts = malloc(sizeof(char *) * (size_t)batch);
+    for (int i = 0; i < 20; i++)
+        nr_embedder_embed(e, &q, NULL, 1, out);
+    for (int i = 0; i < queries; i++) {
+        t0 = now_ms();
+        if (nr_embedder_embed(e, &q, NULL, 1, out)) {
+            fprintf(stderr, "bench_embed: %s\n", nr_err_msg());
+            return 1;
+        }
+        lat[i] = now_ms() - t0;
+    }
+    qsort(lat, (size_t)queries, sizeof lat[0], cmp);
+    printf("query_12tok_ms p50 %.3f p99 %.3f (n=%d)\n", lat[queries / 2],
+           lat[(int)(queries * 0.99)], queries);
+
+    for (int i = 0; i < batch; i++) {
+        texts[i] = make_text(i, 126);
+        if (nr_embedder_count_tokens(e, texts[i], strlen(texts[i])) != 128) {
+            fprintf(stderr, "bench_embed: chunk %d is not 128 tokens\n", i);
+            return 1;
+        }
+    }
+    nr_embedder_embed(e, (const char *const *)texts, NULL, batch, out); /* warm-up */
+    t0 = now_ms();
+    for (int b = 0; b < batches; b++)
+        if (nr_embedder_embed(e, (const char *const *)texts, NULL, batch, out)) {
+            fprintf(stderr, "bench_embed: %s\n", nr_err_msg());
+            return 1;
+        }
+    dt = now_ms() - t0;
+    printf("chunks_128tok_per_s %.1f (batch %d, %d batches, %.1f ms/batch)\n",
+           batch * batches / (dt / 1e3), batch, batches, dt / batches);
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak_rss_mib loaded %.1f after_runs %.1f\n", rss_loaded / 1024.0,
+           ru.ru_maxrss / 1024.0);
+    for (int i = 0; i < batch; i++)
+        free(texts[i]);
+    free(texts);
+    free(lat);
+    free(out);
+    nr_embedder_close(e);
+    return 0;
+}

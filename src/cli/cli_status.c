@@ -1,0 +1,353 @@
+/*
+ * nanorag status: what runs where, and what memory it holds.
+ *
+ * Builds one JSON document (jansson keeps insertion order) and prints it as
+ * indented text or, with --json, as JSON — the same document the HTTP API
+ * will serve. Sections: platform (OS, Jetson model and L4T release where
+ * present), cpu (model, SIMD features, kernel variant, threads), memory
+ * (/proc/meminfo), gpu (build, devices, driver/runtime/cuBLAS versions,
+ * cuDNN/TensorRT presence), embedder (device, precision, memory held,
+ * measured single-query latency). --no-model skips loading the embedder.
+ */
+#define _GNU_SOURCE
+#include "nr_cli.h"
+
+#include "nr_embed.h"
+#include "nr_err.h"
+#include "nr_gpu.h"
+#include "nr_kern.h"
+#include "nr_mem.h"
+#include "nr_pool.h"
+
+#include <dlfcn.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+
+/* First line of a small text file, trimmed; "" if unreadable. */
+static void read_first_line(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    buf[0] = '\0';
+    if (!f)
+        return;
+    if (fgets(buf, (int)cap, f)) {
+        size_t n = strlen(buf);
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == '\0'))
+            buf[--n] = '\0';
+    }
+    fclose(f);
+}
+
+/* Value of "key: value" / "key=value" lines in a text file. */
+static int find_field(const char *path, const char *key, char sep, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    size_t klen = strlen(key);
+    int found = 0;
+    buf[0] = '\0';
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        char *p;
+        if (strncmp(line, key, klen) != 0)
+            continue;
+        p = line + klen;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p != sep)
+            continue;
+        p++;
+        while (*p == ' ' || *p == '\t' || *p == '"')
+            p++;
+        snprintf(buf, cap, "%s", p);
+        for (size_t n = strlen(buf); n > 0 && strchr("\n\r\" ", buf[n - 1]); n--)
+            buf[n - 1] = '\0';
+        found = 1;
+        break;
+    }
+    fclose(f);
+    return found;
+}
+
+static long long meminfo_kib(const char *key)
+{
+    char v[128];
+    if (!find_field("/proc/meminfo", key, ':', v, sizeof v))
+        return -1;
+    return strtoll(v, NULL, 10);
+}
+
+static double mib(size_t bytes)
+{
+    return (double)bytes / (1024.0 * 1024.0);
+}
+
+static json_t *platform_info(void)
+{
+    json_t *o = json_object();
+    struct utsname u;
+    char buf[512];
+
+    if (uname(&u) == 0) {
+        json_object_set_new(o, "arch", json_string(u.machine));
+        json_object_set_new(o, "kernel", json_string(u.release));
+    }
+    if (find_field("/etc/os-release", "PRETTY_NAME", '=', buf, sizeof buf))
+        json_object_set_new(o, "os", json_string(buf));
+    read_first_line("/proc/device-tree/model", buf, sizeof buf);
+    if (buf[0])
+        json_object_set_new(o, "board", json_string(buf));
+    read_first_line("/etc/nv_tegra_release", buf, sizeof buf);
+    if (buf[0])
+        json_object_set_new(o, "l4t", json_string(buf));
+    return o;
+}
+
+static json_t *cpu_info(void)
+{
+    json_t *o = json_object();
+    char buf[512];
+
+    if (find_field("/proc/cpuinfo", "model name", ':', buf, sizeof buf) ||
+        find_field("/proc/cpuinfo", "Hardware", ':', buf, sizeof buf) ||
+        find_field("/proc/cpuinfo", "CPU part", ':', buf, sizeof buf))
+        json_object_set_new(o, "model", json_string(buf));
+    json_object_set_new(o, "threads", json_integer(nr_cpu_count()));
+    json_object_set_new(o, "simd", json_string(nr_kern_cpu_features()));
+    json_object_set_new(o, "kernel", json_string(nr_kern_get()->name));
+    return o;
+}
+
+static json_t *memory_info(void)
+{
+    json_t *o = json_object();
+    long long total = meminfo_kib("MemTotal"), avail = meminfo_kib("MemAvailable");
+    if (total >= 0)
+        json_object_set_new(o, "total_mib", json_integer(total / 1024));
+    if (avail >= 0)
+        json_object_set_new(o, "available_mib", json_integer(avail / 1024));
+    return o;
+}
+
+static int lib_present(const char *const *names)
+{
+    for (; *names; names++) {
+        void *h = dlopen(*names, RTLD_LAZY | RTLD_LOCAL);
+        if (h) {
+            dlclose(h);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static json_t *gpu_info(void)
+{
+    static const char *const cudnn[] = {"libcudnn.so.9", "libcudnn.so.8", "libcudnn.so", NULL};
+    static const char *const trt[] = {"libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", NULL};
+    json_t *o = json_object(), *devs = json_array();
+    const char *why = NULL;
+    int n, drv, rt, cub;
+
+    json_object_set_new(o, "cuda_build", json_boolean(nr_gpu_built()));
+    n = nr_gpu_count(&why);
+    if (n == 0 && why)
+        json_object_set_new(o, "note", json_string(why));
+    if (nr_gpu_built()) {
+        char v[32];
+        nr_gpu_versions(&drv, &rt, &cub);
+        snprintf(v, sizeof v, "%d.%d", drv / 1000, (drv % 1000) / 10);
+        json_object_set_new(o, "driver_cuda", json_string(drv ? v : "none"));
+        snprintf(v, sizeof v, "%d.%d", rt / 1000, (rt % 1000) / 10);
+        json_object_set_new(o, "runtime_cuda", json_string(rt ? v : "none"));
+        snprintf(v, sizeof v, "%d.%d.%d", cub / 10000, (cub / 100) % 100, cub % 100);
+        json_object_set_new(o, "cublas", json_string(cub ? v : "none"));
+    }
+    json_object_set_new(o, "cudnn", json_boolean(lib_present(cudnn)));
+    json_object_set_new(o, "tensorrt", json_boolean(lib_present(trt)));
+    for (int i = 0; i < n; i++) {
+        struct nr_gpu_device d;
+        json_t *dj;
+        char cc[16];
+        if (nr_gpu_query(i, &d))
+            continue;
+        dj = json_object();
+        snprintf(cc, sizeof cc, "%d.%d", d.cc_major, d.cc_minor);
+        json_object_set_new(dj, "name", json_string(d.name));
+        json_object_set_new(dj, "compute_capability", json_string(cc));
+        json_object_set_new(dj, "kind", json_string(d.integrated ? "integrated" : "discrete"));
+        json_object_set_new(dj, "memory",
+                            json_string(d.integrated ? "unified with CPU" : "dedicated"));
+        json_object_set_new(dj, "multiprocessors", json_integer(d.multiprocessors));
+        json_object_set_new(dj, "total_mib", json_integer((json_int_t)(d.total_mem >> 20)));
+        json_object_set_new(dj, "free_mib", json_integer((json_int_t)(d.free_mem >> 20)));
+        json_array_append_new(devs, dj);
+    }
+    json_object_set_new(o, "devices", devs);
+    return o;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static long long rss_kib(void)
+{
+    char v[128];
+    if (!find_field("/proc/self/status", "VmRSS", ':', v, sizeof v))
+        return -1;
+    return strtoll(v, NULL, 10);
+}
+
+static json_t *embedder_info(const char *model, int threads)
+{
+    json_t *o = json_object();
+    struct nr_embed_opts opts;
+    struct nr_embedder *e;
+    struct nr_embedder_info in;
+    double t0 = now_ms(), load_ms, lat[21];
+    float *v;
+    const char *q = "How do I reset the admin password on my router?";
+
+    nr_embed_opts_default(&opts);
+    opts.threads = threads;
+    if (nr_embedder_open(model, &opts, &e)) {
+        json_object_set_new(o, "error", json_string(nr_err_msg()));
+        return o;
+    }
+    load_ms = now_ms() - t0;
+    nr_embedder_info(e, &in);
+    json_object_set_new(o, "model", json_string(in.model));
+    json_object_set_new(o, "format", json_string(in.source));
+    json_object_set_new(o, "device", json_string(in.device));
+    json_object_set_new(o, "precision", json_string(in.precision));
+    json_object_set_new(o, "stored_as", json_string(in.stored));
+    json_object_set_new(o, "kernel", json_string(in.kernel));
+    json_object_set_new(o, "threads", json_integer(in.threads));
+    json_object_set_new(o, "dim", json_integer(in.dim));
+    json_object_set_new(o, "max_tokens", json_integer(in.max_seq));
+    json_object_set_new(o, "weights_mib", json_real(mib(in.weight_bytes)));
+    json_object_set_new(o, "workspace_mib", json_real(mib(in.workspace_bytes)));
+    json_object_set_new(o, "load_ms", json_real(load_ms));
+    v = nr_malloc(sizeof(float) * (size_t)in.dim);
+    if (v) {
+        int n = (int)(sizeof lat / sizeof lat[0]), ok = 1;
+        for (int i = 0; i < n && ok; i++) {
+            double s = now_ms();
+            ok = nr_embedder_embed(e, &q, NULL, 1, v) == NR_OK;
+            lat[i] = now_ms() - s;
+        }
+        if (ok) {
+            qsort(lat + 1, (size_t)n - 1, sizeof lat[0], cmp_double); /* first run is warm-up */
+            json_object_set_new(o, "query_ms_p50", json_real(lat[1 + (n - 1) / 2]));
+        }
+        nr_free(v);
+    }
+    json_object_set_new(o, "process_rss_mib", json_integer(rss_kib() / 1024));
+    nr_embedder_close(e);
+    return o;
+}
+
+static void print_text(json_t *j, int depth)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v)
+    {
+        printf("%*s%-18s", depth * 2, "", key);
+        if (json_is_object(v)) {
+            printf("\n");
+            print_text(v, depth + 1);
+        } else if (json_is_array(v)) {
+            size_t i;
+            json_t *e;
+            printf("%zu\n", json_array_size(v));
+            json_array_foreach(v, i, e)
+            {
+                printf("%*s[%zu]\n", (depth + 1) * 2, "", i);
+                print_text(e, depth + 2);
+            }
+        } else if (json_is_string(v)) {
+            printf("%s\n", json_string_value(v));
+        } else if (json_is_integer(v)) {
+            printf("%lld\n", (long long)json_integer_value(v));
+        } else if (json_is_real(v)) {
+            printf("%.2f\n", json_real_value(v));
+        } else {
+            printf("%s\n", json_is_true(v) ? "yes" : "no");
+        }
+    }
+}
+
+int cli_status(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                             {"model", required_argument, NULL, 'm'},
+                                             {"no-model", no_argument, NULL, 'n'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    int as_json = 0, no_model = 0, c;
+    char model[4096] = "";
+    json_t *doc;
+
+    while ((c = getopt_long(argc, argv, "jm:nh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'j':
+            as_json = 1;
+            break;
+        case 'm':
+            snprintf(model, sizeof model, "%s", optarg);
+            break;
+        case 'n':
+            no_model = 1;
+            break;
+        case 'h':
+            printf("usage: nanorag status [--json] [--model PATH] [--no-model]\n");
+            return 0;
+        default:
+            fprintf(stderr, "usage: nanorag status [--json] [--model PATH] [--no-model]\n");
+            return 2;
+        }
+    }
+    doc = json_object();
+    json_object_set_new(doc, "version", json_string(NR_VERSION));
+    json_object_set_new(doc, "platform", platform_info());
+    json_object_set_new(doc, "cpu", cpu_info());
+    json_object_set_new(doc, "memory", memory_info());
+    json_object_set_new(doc, "gpu", gpu_info());
+    if (!no_model) {
+        if (!model[0] && cli_default_embed_model(model, sizeof model)) {
+            json_t *o = json_object();
+            json_object_set_new(o, "error", json_string(nr_err_msg()));
+            json_object_set_new(doc, "embedder", o);
+        } else {
+            json_object_set_new(doc, "embedder", embedder_info(model, 0));
+        }
+    }
+    if (as_json) {
+        char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+        if (s) {
+            printf("%s\n", s);
+            free(s);
+        }
+    } else {
+        print_text(doc, 0);
+    }
+    json_decref(doc);
+    return 0;
+}
