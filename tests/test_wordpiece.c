@@ -702,45 +702,6 @@ static void test_concurrent_encode(void)
     }
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-#if defined(__SANITIZE_ADDRESS__)
-#define NR_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define NR_SANITIZED 1
-#endif
-#endif
-
-static void test_speed_short_query(void)
-{
-    const char *q = "how do I reset my password on a laptop?";
-    int32_t ids[256], st[256], en[256];
-    int n = 0;
-    double best = 1e9;
-    if (!ready())
-        return;
-    NR_CHECK_INT(nr_wordpiece_encode(g_wp, q, strlen(q), ids, st, en, 256, &n, NULL), NR_OK);
-    NR_CHECK_INT(n, 12);
-    for (int round = 0; round < 20; round++) {
-        double t0 = now_s();
-        for (int i = 0; i < 1000; i++)
-            nr_wordpiece_encode(g_wp, q, strlen(q), ids, st, en, 256, &n, NULL);
-        double us = (now_s() - t0) * 1e3; /* per call: total s / 1000 * 1e6 */
-        if (us < best)
-            best = us;
-    }
-    printf("  12-token query: %.2f us per encode (best of 20 x 1000)\n", best);
-#ifndef NR_SANITIZED
-    NR_CHECK_MSG(best < 20.0, "12-token query takes %.2f us", best);
-#endif
-}
-
 static void test_teardown(void)
 {
     nr_wordpiece_free(g_wp);
@@ -765,7 +726,6 @@ int main(void)
     NR_RUN(test_truncation_prefix);
     NR_RUN(test_encode_no_alloc);
     NR_RUN(test_concurrent_encode);
-    NR_RUN(test_speed_short_query);
     NR_RUN(test_teardown);
     return nr_test_summary();
 }
