@@ -269,7 +269,7 @@ static void print_text(json_t *j, int depth)
     json_t *v;
     json_object_foreach(j, key, v)
     {
-        printf("%*s%-18s", depth * 2, "", key);
+        printf("%*s%-18s ", depth * 2, "", key);
         if (json_is_object(v)) {
             printf("\n");
             print_text(v, depth + 1);
