@@ -24,10 +24,10 @@ struct nr_pool;
 
 /* A weight matrix packed for one kernel variant. */
 struct nr_pw {
-    int n;                       /* output features (rows of W) */
-    int k;                       /* input features (cols of W) */
-    float *data;                 /* packed copy, owned (nr_free) */
-    size_t bytes;                /* size of data */
+    int n;                         /* output features (rows of W) */
+    int k;                         /* input features (cols of W) */
+    float *data;                   /* packed copy, owned (nr_free) */
+    size_t bytes;                  /* size of data */
     const struct nr_kern_ops *ops; /* the variant that packed it */
 };
 
@@ -36,7 +36,8 @@ enum nr_act { NR_ACT_NONE = 0, NR_ACT_GELU = 1 /* exact erf GELU, as torch.nn.GE
 struct nr_kern_ops {
     const char *name; /* "scalar", "avx2", "avx512", "neon" */
 
-    /* Pack W [n][k] row-major into pw (allocates pw->data). 0 or NR_ENOMEM. */
+    /* Pack W [n][k] row-major into pw (allocates pw->data). 0, NR_EINVAL (n or k < 1),
+     * NR_ELIMIT (size overflow) or NR_ENOMEM; on failure nothing is allocated. */
     int (*pack)(struct nr_pw *pw, const float *w, int n, int k);
 
     /*
@@ -56,8 +57,20 @@ struct nr_kern_ops {
     void (*axpy)(float *y, float a, const float *x, int n);
     /* In place over rows of x [rows][dim]: y = (x - mean) / sqrt(var + eps) * g + b */
     void (*layernorm)(float *x, int rows, int dim, const float *g, const float *b, float eps);
-    /* In place softmax over x[0..n) */
+    /* In place softmax over x[0..n) (max-subtracted; x must hold a finite value) */
     void (*softmax)(float *x, int n);
+
+    /* Added after the first draft of this header (fields only appended). */
+
+    /* In place over x[0..n): exp, erf, and exact-erf GELU (the same
+     * approximations the fused GEMM epilogue and softmax use; derivation in
+     * kern_internal.h, measured errors in each variant's file). */
+    void (*exp)(float *x, int n);
+    void (*erf)(float *x, int n);
+    void (*gelu)(float *x, int n);
+    /* Register-blocked micro-kernel behind gemm and the fused attention;
+     * NULL for the scalar reference. Private (kern_internal.h). */
+    const struct nr_kern_tile *tile;
 };
 
 /* Select the implementation once (idempotent; thread-safe after first call). */
@@ -67,7 +80,9 @@ const struct nr_kern_ops *nr_kern_by_name(const char *name);
 /* The plain reference table. */
 const struct nr_kern_ops *nr_kern_scalar(void);
 
-/* Pack W with ops (NULL: nr_kern_get()). Free with nr_kern_pw_free. */
+/* Pack W with ops (NULL: nr_kern_get()); pw is cleared first and its ops set on
+ * success. W is not retained. Free with nr_kern_pw_free (also safe on a
+ * cleared pw). Errors as ops->pack. */
 int nr_kern_pack(const struct nr_kern_ops *ops, struct nr_pw *pw, const float *w, int n, int k);
 void nr_kern_pw_free(struct nr_pw *pw);
 
@@ -79,16 +94,21 @@ void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct 
                     const float *bias, float *C, int ldc, int m, int act, int accumulate);
 
 /*
- * Multi-head self-attention for one sequence of L tokens.
+ * Multi-head self-attention for one sequence of L tokens
+ * (softmax(q·kᵀ·scale)·v per head).
  * qkv: [L][ld_qkv] with Q at column 0, K at `hidden`, V at 2*hidden, where
  * hidden = heads * head_dim and head h uses columns [h*head_dim, (h+1)*head_dim).
  * out: [L][ld_out], columns [0, hidden) written. scratch: L floats.
  * Only heads [h0, h1) are computed (the caller splits heads across threads).
  * Every token attends to all L tokens (no padding: sequences are packed).
+ * SIMD variants take a fused, register-blocked path when L <= 512 and
+ * head_dim is a multiple of their column block (32 in BERT is); it keeps about
+ * 100 KiB of working space on the calling thread's stack and does not touch
+ * scratch. Other shapes use ops->dot/softmax/axpy with scratch.
  */
 void nr_kern_attention(const struct nr_kern_ops *ops, const float *qkv, int ld_qkv, int L,
-                       int heads, int head_dim, int h0, int h1, float scale, float *out,
-                       int ld_out, float *scratch);
+                       int heads, int head_dim, int h0, int h1, float scale, float *out, int ld_out,
+                       float *scratch);
 
 /* Human-readable SIMD feature list of this CPU ("avx2 fma avx512f ..."). */
 const char *nr_kern_cpu_features(void);
