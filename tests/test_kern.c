@@ -1,6 +1,7 @@
 /*
  * test_kern: every kernel variant this CPU runs against the scalar table,
- * and the scalar table against double precision (RELIABILITY E13).
+ * and the scalar table against double precision (RELIABILITY E13); the
+ * int8 GEMM likewise (its bounds are stated above its tests).
  *
  * Bounds (fp32), written once here and used by every comparison:
  *   NMSE = sum (y - ref)² / sum ref²  <=  1e-7     for every op and shape
@@ -459,6 +460,302 @@ out:
     nr_pool_free(pools[1]);
 }
 
+/* ------------------------------------------------------------ int8 GEMM */
+
+/*
+ * int8 (kern_internal.h, "INT8 GEMM"). Bounds:
+ *   - the scalar int8 GEMM against double arithmetic on the DEQUANTIZED
+ *     operands (Aq·sa, Wq·sw): only float rounding separates them, so
+ *     |y - ref| <= 1e-6 · (1 + |ref|) (a few roundings of ~6e-8 each on
+ *     outputs of order 1, plus erfcf);
+ *   - quantization itself: |W - Wq·sw| <= (1/2 + 1e-4)·sw per element (round
+ *     to nearest, plus the float rounding of W·(127/max)), likewise for A; the int8 product against
+ * the fp32 one is printed (NMSE), not bounded tightly: it is the model's business (the embedding
+ * test bounds what matters, the cosine);
+ *   - every SIMD variant against the scalar one: the int32 accumulators must
+ *     be identical, so without GELU the outputs are compared with memcmp;
+ *     with GELU within 1e-6 (the two GELU implementations).
+ */
+#define I8_REL_BOUND  1e-6
+#define I8_GELU_BOUND 1e-6
+
+struct i8_case {
+    struct gemm_case g;
+    int ldq;
+    uint8_t *q; /* [m][ldq] */
+    float *sa;  /* [m] */
+};
+
+static void i8_case_new(struct i8_case *c, int m, int n, int k)
+{
+    gemm_case_new(&c->g, m, n, k);
+    /* make the quantizer's edge cases likely: an all-zero row of A and of W,
+     * and an outlier row (one large value, the rest quantize near zero) */
+    if (m > 2) {
+        memset(c->g.A, 0, (size_t)k * sizeof(float));
+        c->g.A[(size_t)c->g.lda + k / 2] = 50.0f;
+    }
+    if (n > 3)
+        memset(c->g.W + (size_t)2 * k, 0, (size_t)k * sizeof(float));
+    c->ldq = (k + 3) / 4 * 4 + 4 * (int)(rng_next() % 3);
+    c->q = nr_aligned_alloc(64, (size_t)m * c->ldq);
+    c->sa = alloc_f((size_t)m);
+    if (!c->q)
+        exit(2);
+}
+
+static void i8_case_free(struct i8_case *c)
+{
+    nr_free(c->q);
+    nr_free(c->sa);
+    gemm_case_free(&c->g);
+}
+
+/* Wq[j][t] read back from the shared packed layout. */
+static int wq_at(const struct nr_pw8 *pw, int j, int t)
+{
+    return pw->data[(size_t)(j / NR_I8) * pw->kp * NR_I8 + (size_t)(t / 4) * 4 * NR_I8 +
+                    (size_t)(j % NR_I8) * 4 + t % 4];
+}
+
+/* scalar int8 vs double on the dequantized operands, and the quantizers' bounds */
+static void test_i8_scalar_vs_double(void)
+{
+    static const int shapes[][3] = {{1, 1, 1},   {3, 5, 3},      {7, 33, 17},
+                                    {13, 64, 5}, {64, 100, 385}, {9, 40, 1536}};
+    const struct nr_kern_ops *s = nr_kern_scalar();
+    double worst = 0, worst_q = 0;
+
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        struct i8_case c;
+        struct gemm_case *g = &c.g;
+        struct nr_pw8 pw;
+        i8_case_new(&c, shapes[sh][0], shapes[sh][1], shapes[sh][2]);
+        float *C = alloc_f((size_t)(g->m + 1) * g->ldc);
+        double *dq = alloc_d((size_t)g->m * g->n);
+        struct errstat eq = {0};
+        NR_CHECK_INT(nr_kern_pack_i8(s, &pw, g->W, g->n, g->k), NR_OK);
+        NR_CHECK(pw.ops == s && pw.kp % 4 == 0 && pw.kp >= g->k);
+        /* i8_case_new changed A and W after gemm_case_new computed ref */
+        for (int i = 0; i < g->m; i++)
+            for (int j = 0; j < g->n; j++) {
+                double r = 0;
+                for (int t = 0; t < g->k; t++)
+                    r += (double)g->A[(size_t)i * g->lda + t] * g->W[(size_t)j * g->k + t];
+                g->ref[(size_t)i * g->n + j] = r;
+            }
+        s->quant_i8(g->A, g->lda, g->m, g->k, c.q, c.ldq, c.sa);
+        for (int j = 0; j < g->n; j++) {
+            long sum = 0;
+            for (int t = 0; t < g->k; t++) {
+                double w = g->W[(size_t)j * g->k + t], wd = (double)wq_at(&pw, j, t) * pw.scale[j];
+                NR_CHECK_MSG(fabs(w - wd) <= (0.5 + 1e-4) * pw.scale[j] + 1e-30,
+                             "W[%d][%d] = %g quantized to %g", j, t, w, wd);
+                sum += wq_at(&pw, j, t);
+            }
+            NR_CHECK_MSG(sum == pw.colsum[j], "colsum[%d] %ld vs %d", j, sum, (int)pw.colsum[j]);
+        }
+        for (int i = 0; i < g->m; i++) {
+            const int8_t *aq = (const int8_t *)c.q + (size_t)i * c.ldq;
+            for (int t = 0; t < g->k; t++) {
+                double a = g->A[(size_t)i * g->lda + t], ad = (double)aq[t] * c.sa[i];
+                NR_CHECK_MSG(fabs(a - ad) <= (0.5 + 1e-4) * c.sa[i] + 1e-30,
+                             "A[%d][%d] = %g quantized to %g", i, t, a, ad);
+                NR_CHECK(aq[t] >= -127 && aq[t] <= 127);
+            }
+            for (int j = 0; j < g->n; j++) {
+                double acc = 0;
+                for (int t = 0; t < g->k; t++)
+                    acc += (double)aq[t] * wq_at(&pw, j, t);
+                dq[(size_t)i * g->n + j] = acc * c.sa[i] * pw.scale[j];
+                err_add(&eq, dq[(size_t)i * g->n + j], g->ref[(size_t)i * g->n + j]);
+            }
+        }
+        for (int f = 0; f < 8; f++) {
+            int use_bias = f & 1, act = f & 2 ? NR_ACT_GELU : NR_ACT_NONE, acc = (f >> 2) & 1;
+            poison(g, C, 0, g->n, acc);
+            s->gemm_i8(c.q, c.ldq, c.sa, &pw, use_bias ? g->bias : NULL, C, g->ldc, g->m, 0, g->n,
+                       act, acc);
+            for (int i = 0; i < g->m; i++)
+                for (int j = 0; j < g->n; j++) {
+                    double v = dq[(size_t)i * g->n + j] + (use_bias ? g->bias[j] : 0.0);
+                    if (act == NR_ACT_GELU)
+                        v = gelu_d(v);
+                    if (acc)
+                        v += g->C0[(size_t)i * g->ldc + j];
+                    double y = C[(size_t)i * g->ldc + j], e = fabs(y - v) / (1 + fabs(v));
+                    NR_CHECK_MSG(e <= I8_REL_BOUND,
+                                 "scalar i8 m=%d n=%d k=%d f=%d [%d][%d]: %.9g vs %.9g", g->m, g->n,
+                                 g->k, f, i, j, y, v);
+                    if (e > worst || y != y)
+                        worst = y != y ? INFINITY : e;
+                }
+            NR_CHECK(guards_ok(g, C, 0, g->n));
+        }
+        if (err_nmse(&eq) > worst_q)
+            worst_q = err_nmse(&eq);
+        nr_kern_pw8_free(&pw);
+        nr_free(C);
+        nr_free(dq);
+        i8_case_free(&c);
+    }
+    printf("  scalar i8 vs double on dequantized operands: worst rel %.3g (bound %g); "
+           "int8 vs fp32 product nmse %.3g\n",
+           worst, I8_REL_BOUND, worst_q);
+}
+
+static void test_i8_variants_vs_scalar(void)
+{
+    static const int ms[] = {1, 2, 3, 7, 8, 9, 13, 64, 129};
+    static const int ns[] = {1, 5, 31, 32, 33, 100, 384};
+    static const int ks[] = {1, 3, 4, 5, 17, 64, 385, 1536};
+    const struct nr_kern_ops *s = nr_kern_scalar();
+    long runs = 0;
+    double worst_gelu = 0;
+
+    for (size_t a = 0; a < sizeof ms / sizeof ms[0]; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++)
+            for (size_t kk = 0; kk < sizeof ks / sizeof ks[0]; kk++) {
+                struct i8_case c;
+                struct gemm_case *g = &c.g;
+                struct nr_pw8 pws;
+                if (ks[kk] == 1536 && ms[a] > 13)
+                    continue; /* keep the double reference cheap */
+                i8_case_new(&c, ms[a], ns[b], ks[kk]);
+                float *C = alloc_f((size_t)(g->m + 1) * g->ldc);
+                float *Cs = alloc_f((size_t)(g->m + 1) * g->ldc);
+                uint8_t *qs = nr_aligned_alloc(64, (size_t)g->m * c.ldq);
+                float *sas = alloc_f((size_t)g->m);
+                NR_CHECK_INT(nr_kern_pack_i8(s, &pws, g->W, g->n, g->k), NR_OK);
+                s->quant_i8(g->A, g->lda, g->m, g->k, qs, c.ldq, sas);
+                for (int v = 0; v < nvars; v++) {
+                    const struct nr_kern_ops *ops = vars[v];
+                    struct nr_pw8 pw;
+                    NR_CHECK_INT(nr_kern_pack_i8(ops, &pw, g->W, g->n, g->k), NR_OK);
+                    if (!ops->gemm_i8) {
+                        NR_CHECK(pw.ops == s); /* falls back to the scalar int8 */
+                        nr_kern_pw8_free(&pw);
+                        continue;
+                    }
+                    NR_CHECK(pw.ops == ops && pw.bytes == pws.bytes);
+                    NR_CHECK(memcmp(pw.data, pws.data, pw.bytes) == 0); /* one shared layout */
+                    ops->quant_i8(g->A, g->lda, g->m, g->k, c.q, c.ldq, c.sa);
+                    NR_CHECK(memcmp(c.sa, sas, (size_t)g->m * sizeof(float)) == 0);
+                    for (int f = 0; f < 8; f++) {
+                        int use_bias = f & 1, act = f & 2 ? NR_ACT_GELU : NR_ACT_NONE;
+                        int acc = (f >> 2) & 1, j0 = 0, j1 = g->n;
+                        const float *bias = use_bias ? g->bias : NULL;
+                        if ((runs++ & 1) && g->n > 2 * NR_I8) {
+                            j0 = NR_I8;
+                            j1 = g->n - NR_I8 > j0 + NR_I8 ? 2 * NR_I8 : g->n;
+                        }
+                        poison(g, C, j0, j1, acc);
+                        poison(g, Cs, 0, g->n, acc);
+                        ops->gemm_i8(c.q, c.ldq, c.sa, &pw, bias, C, g->ldc, g->m, j0, j1, act,
+                                     acc);
+                        s->gemm_i8(qs, c.ldq, sas, &pws, bias, Cs, g->ldc, g->m, 0, g->n, act, acc);
+                        for (int i = 0; i < g->m; i++) {
+                            const float *y = C + (size_t)i * g->ldc + j0;
+                            const float *ys = Cs + (size_t)i * g->ldc + j0;
+                            if (act != NR_ACT_GELU) {
+                                NR_CHECK_MSG(memcmp(y, ys, (size_t)(j1 - j0) * sizeof(float)) == 0,
+                                             "%s i8 m=%d n=%d k=%d f=%d row %d differs from "
+                                             "scalar",
+                                             ops->name, g->m, g->n, g->k, f, i);
+                                continue;
+                            }
+                            for (int j = 0; j < j1 - j0; j++) {
+                                double e = fabs((double)y[j] - ys[j]);
+                                if (!(e <= I8_GELU_BOUND))
+                                    NR_CHECK_MSG(
+                                        0, "%s i8 gelu m=%d n=%d k=%d f=%d [%d][%d]: %.9g vs %.9g",
+                                        ops->name, g->m, g->n, g->k, f, i, j0 + j, y[j], ys[j]);
+                                if (e > worst_gelu)
+                                    worst_gelu = e;
+                            }
+                        }
+                        NR_CHECK_MSG(guards_ok(g, C, j0, j1), "%s i8 m=%d n=%d k=%d wrote outside",
+                                     ops->name, g->m, g->n, g->k);
+                    }
+                    nr_kern_pw8_free(&pw);
+                }
+                nr_kern_pw8_free(&pws);
+                nr_free(qs);
+                nr_free(sas);
+                nr_free(C);
+                nr_free(Cs);
+                i8_case_free(&c);
+            }
+    printf("  %ld int8 runs over [%s]: bit-equal to scalar without GELU; with GELU max diff %.3g\n",
+           runs, tested_names, worst_gelu);
+}
+
+/* nr_kern_linear_i8 over 1, 2 and 3 threads: bitwise equal; errors of the packer. */
+static void test_i8_linear_threads_and_errors(void)
+{
+    static const int shapes[][3] = {{1, 384, 384},  {12, 1536, 384}, {12, 100, 385},
+                                    {130, 384, 64}, {300, 33, 17},   {40, 96, 1536}};
+    struct nr_pool *pools[2] = {nr_pool_new(2), nr_pool_new(3)};
+
+    NR_CHECK(pools[0] && pools[1]);
+    if (!pools[0] || !pools[1])
+        goto out;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        struct gemm_case g;
+        gemm_case_new(&g, shapes[sh][0], shapes[sh][1], shapes[sh][2]);
+        size_t csz = (size_t)(g.m + 1) * g.ldc, wsb = nr_kern_i8_ws_bytes(g.m, g.k);
+        float *C1 = alloc_f(csz), *C2 = alloc_f(csz);
+        void *ws = nr_aligned_alloc(64, wsb);
+        NR_CHECK(wsb >= (size_t)g.m * (size_t)((g.k + 3) / 4 * 4) + (size_t)g.m * 4);
+        for (int v = 0; v < nvars; v++) {
+            struct nr_pw8 pw;
+            NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, g.W, g.n, g.k), NR_OK);
+            for (int f = 0; f < 4; f++) {
+                int act = f & 1 ? NR_ACT_GELU : NR_ACT_NONE, acc = (f >> 1) & 1;
+                struct errstat e = {0};
+                poison(&g, C1, 0, g.n, acc);
+                nr_kern_linear_i8(NULL, g.A, g.lda, &pw, g.bias, C1, g.ldc, g.m, act, acc, ws, wsb);
+                for (int i = 0; i < g.m; i++)
+                    for (int j = 0; j < g.n; j++)
+                        err_add(&e, C1[(size_t)i * g.ldc + j], gemm_ref_at(&g, i, j, 1, act, acc));
+                /* int8 against exact: uniform data, k >= 17: a loose sanity bound */
+                NR_CHECK_MSG(err_nmse(&e) < 1e-3 && e.bad == 0,
+                             "%s linear_i8 m=%d n=%d k=%d nmse %.3g vs double", vars[v]->name, g.m,
+                             g.n, g.k, err_nmse(&e));
+                for (int p = 0; p < 2; p++) {
+                    poison(&g, C2, 0, g.n, acc);
+                    nr_kern_linear_i8(pools[p], g.A, g.lda, &pw, g.bias, C2, g.ldc, g.m, act, acc,
+                                      ws, wsb);
+                    NR_CHECK_MSG(memcmp(C1, C2, csz * sizeof(float)) == 0,
+                                 "%s linear_i8 m=%d n=%d k=%d: %d threads differ from 1",
+                                 vars[v]->name, g.m, g.n, g.k, nr_pool_threads(pools[p]));
+                }
+            }
+            nr_kern_pw8_free(&pw);
+        }
+        nr_free(ws);
+        nr_free(C1);
+        nr_free(C2);
+        gemm_case_free(&g);
+    }
+    for (int v = 0; v < nvars; v++) {
+        struct nr_pw8 pw;
+        float w[6] = {1, 2, 3, 4, 5, 6};
+        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 0, 3), NR_EINVAL);
+        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 2, -1), NR_EINVAL);
+        NR_CHECK(pw.data == NULL);
+        nr_mem_fail_after(1);
+        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 2, 3), NR_ENOMEM);
+        nr_mem_fail_after(0);
+        NR_CHECK(pw.data == NULL);
+        nr_kern_pw8_free(&pw);
+    }
+    NR_CHECK(nr_kern_i8_ws_bytes(0, 384) == 0);
+out:
+    nr_pool_free(pools[0]);
+    nr_pool_free(pools[1]);
+}
+
 /* ------------------------------------------------------------ vector ops */
 
 /* dot: |err| <= 1e-6 * sum |a_i b_i| + 1e-30 (checked per call) */
@@ -783,6 +1080,9 @@ int main(void)
     NR_RUN(test_gemm_long_k);
     NR_RUN(test_pack_errors);
     NR_RUN(test_linear_threads);
+    NR_RUN(test_i8_scalar_vs_double);
+    NR_RUN(test_i8_variants_vs_scalar);
+    NR_RUN(test_i8_linear_threads_and_errors);
     NR_RUN(test_dot_axpy);
     NR_RUN(test_layernorm);
     NR_RUN(test_softmax);

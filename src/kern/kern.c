@@ -55,6 +55,20 @@
  * 12-row query still keeps every thread busy. Tasks are handed out
  * dynamically by the pool.
  *
+ * INT8. nr_kern_pack_i8 quantizes and packs weights (one layout for every
+ * variant, kern_internal.h). nr_kern_linear_i8 first quantizes A's rows into
+ * the caller's workspace, in parallel over row blocks of 32 (one pass over
+ * A: every column panel and every column task then reads the same bytes, so
+ * quantizing inside the tile would redo it n/32 times), then splits the GEMM
+ * into tasks exactly as nr_kern_linear does. The workspace is the caller's
+ * (the model sizes it once for its largest batch) so no call allocates, and a
+ * pw8 stays read-only and shareable between threads and embedders. The int8
+ * tile covers all of k in registers (int32 sums are exact, so there are no
+ * partial sums to store and no k blocks); the driver keeps a block of
+ * quantized rows (<= a_bytes: 256 rows of k = 1536 is 384 KiB) in L2 while
+ * the panels of the column range pass over it. Results are bitwise identical
+ * for any thread split, as for fp32.
+ *
  * ATTENTION. The fused path, per head and per block of mr query rows:
  * S = Q·Kᵀ·scale with the same tile routine (K is transposed into panels on
  * the stack once per head, the scale folded in), softmax of each row in
@@ -74,6 +88,8 @@
 #include "nr_mem.h"
 #include "nr_pool.h"
 
+#include <assert.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,6 +311,86 @@ int nr_kern_pack_panels(struct nr_pw *pw, const float *w, int n, int k, int nr)
     return NR_OK;
 }
 
+/* ------------------------------------------------------------ int8 packing */
+
+/* Symmetric int8 of x[0..k) with inv = 127 / max|x| (the rule of kern_internal.h). */
+static int8_t quant1(float x, float inv)
+{
+    long v = lrintf(x * inv);
+    return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+}
+
+int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const float *w, int n, int k)
+{
+    size_t np, kp, dbytes, vbytes, bytes;
+    unsigned char *base;
+
+    if (!ops)
+        ops = nr_kern_get();
+    if (!ops->gemm_i8)
+        ops = nr_kern_scalar();
+    memset(pw, 0, sizeof *pw);
+    if (n <= 0 || k <= 0 || k > (1 << 24))
+        return nr_err_set(NR_EINVAL, "kern: cannot pack a %d x %d weight as int8", n, k);
+    np = ((size_t)n + NR_I8 - 1) / NR_I8;
+    kp = ((size_t)k + 3) / 4 * 4;
+    if (nr_mul_size(np * NR_I8, kp, &dbytes) || dbytes > SIZE_MAX / 2)
+        return nr_err_set(NR_ELIMIT, "kern: weight %d x %d too large", n, k);
+    dbytes = (dbytes + 63) / 64 * 64;
+    vbytes = np * NR_I8 * sizeof(float); /* scale; colsum is as large */
+    bytes = dbytes + 2 * vbytes;
+    base = nr_aligned_alloc(64, bytes);
+    if (!base)
+        return nr_err_set(NR_ENOMEM, "kern: out of memory packing a %d x %d weight", n, k);
+    memset(base, 0, bytes);
+    pw->data = (int8_t *)base;
+    pw->scale = (float *)(base + dbytes);
+    pw->colsum = (int32_t *)(base + dbytes + vbytes);
+    for (int j = 0; j < n; j++) {
+        const float *src = w + (size_t)j * k;
+        int8_t *dst = pw->data + (size_t)(j / NR_I8) * kp * NR_I8 + (size_t)(j % NR_I8) * 4;
+        float amax = 0.0f, inv;
+        int32_t sum = 0;
+        for (int t = 0; t < k; t++)
+            amax = fabsf(src[t]) > amax ? fabsf(src[t]) : amax;
+        inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (int t = 0; t < k; t++) {
+            int8_t q = quant1(src[t], inv);
+            dst[(size_t)(t / 4) * 4 * NR_I8 + t % 4] = q;
+            sum += q;
+        }
+        pw->scale[j] = amax / 127.0f;
+        pw->colsum[j] = sum;
+    }
+    pw->n = n;
+    pw->k = k;
+    pw->kp = (int)kp;
+    pw->bytes = bytes;
+    pw->ops = ops;
+    return NR_OK;
+}
+
+void nr_kern_pw8_free(struct nr_pw8 *pw)
+{
+    if (!pw)
+        return;
+    nr_free(pw->data);
+    memset(pw, 0, sizeof *pw);
+}
+
+/* Row stride of the quantized A: kp rounded up to a cache line. */
+static size_t i8_ldq(int k)
+{
+    return ((size_t)k + 63) / 64 * 64;
+}
+
+size_t nr_kern_i8_ws_bytes(int m, int k)
+{
+    if (m <= 0 || k <= 0)
+        return 0;
+    return (size_t)m * i8_ldq(k) + (size_t)m * sizeof(float);
+}
+
 /* ------------------------------------------------------------ GEMM driver */
 
 #define MC_MAX_ROWS 256
@@ -341,6 +437,34 @@ void nr_kern_gemm_tiled(const struct nr_kern_tile *tl, const float *A, int lda,
     }
 }
 
+#define MC_I8_MAX_ROWS 256
+
+void nr_kern_gemm_i8_tiled(const struct nr_kern_tile_i8 *tl, const uint8_t *q, int ldq,
+                           const float *sa, const struct nr_pw8 *W, const float *bias, float *C,
+                           int ldc, int m, int j0, int j1, int act, int accumulate)
+{
+    const int mr = tl->mr, kg = W->kp / 4;
+    const size_t panel = (size_t)W->kp * NR_I8;
+    const int flags = (act == NR_ACT_GELU ? NR_TILE8_GELU : 0) | (accumulate ? NR_TILE8_ACC : 0);
+    int mc;
+
+    if (m <= 0 || j0 >= j1)
+        return;
+    mc = (int)((size_t)tl->a_bytes / (size_t)ldq);
+    mc = mc > MC_I8_MAX_ROWS ? MC_I8_MAX_ROWS : mc < mr ? mr : mc / mr * mr;
+    for (int i0 = 0; i0 < m; i0 += mc) {
+        const int ie = m - i0 < mc ? m : i0 + mc;
+        for (int c0 = j0; c0 < j1; c0 += NR_I8) {
+            const int cols = j1 - c0 < NR_I8 ? j1 - c0 : NR_I8;
+            const int8_t *wp = W->data + (size_t)(c0 / NR_I8) * panel;
+            for (int i = i0; i < ie; i += mr)
+                tl->run(q + (size_t)i * ldq, (size_t)ldq, sa + i, wp, kg, W->colsum + c0,
+                        W->scale + c0, bias ? bias + c0 : NULL, C + (size_t)i * ldc + c0,
+                        (size_t)ldc, ie - i < mr ? ie - i : mr, cols, flags);
+        }
+    }
+}
+
 /* ------------------------------------------------------------ threading */
 
 #define TASK_MAX_ROWS    256
@@ -349,7 +473,11 @@ void nr_kern_gemm_tiled(const struct nr_kern_tile *tl, const float *A, int lda,
 struct linear_job {
     const float *A;
     int lda;
-    const struct nr_pw *W;
+    const struct nr_pw *W;   /* fp32, or NULL for int8: */
+    const struct nr_pw8 *W8; /* int8 weights */
+    uint8_t *q;              /* [m][ldq] quantized A (int8 only) */
+    float *sa;               /* [m] row scales (int8 only) */
+    int ldq;
     const float *bias;
     float *C;
     int ldc;
@@ -365,34 +493,29 @@ static void linear_task(void *ctx, int task, int worker)
     int i0 = task / jb->col_tasks * jb->rows_per_task;
     int j0 = task % jb->col_tasks * jb->cols_per_task;
     int rows = jb->m - i0 < jb->rows_per_task ? jb->m - i0 : jb->rows_per_task;
-    int j1 = jb->W->n - j0 < jb->cols_per_task ? jb->W->n : j0 + jb->cols_per_task;
+    int n = jb->W8 ? jb->W8->n : jb->W->n;
+    int j1 = n - j0 < jb->cols_per_task ? n : j0 + jb->cols_per_task;
 
     (void)worker;
+    if (jb->W8) {
+        jb->W8->ops->gemm_i8(jb->q + (size_t)i0 * jb->ldq, jb->ldq, jb->sa + i0, jb->W8, jb->bias,
+                             jb->C + (size_t)i0 * jb->ldc, jb->ldc, rows, j0, j1, jb->act,
+                             jb->accumulate);
+        return;
+    }
     jb->W->ops->gemm(jb->A + (size_t)i0 * jb->lda, jb->lda, jb->W, jb->bias,
                      jb->C + (size_t)i0 * jb->ldc, jb->ldc, rows, j0, j1, jb->act, jb->accumulate);
 }
 
-void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct nr_pw *W,
-                    const float *bias, float *C, int ldc, int m, int act, int accumulate)
+/* Cut m x n into tasks (see THREADING); sets rows/cols_per_task and col_tasks,
+ * returns the task count. */
+static int linear_split(struct linear_job *jb, int m, int n, int mr, int nb, int nth)
 {
-    const struct nr_kern_ops *ops = W->ops;
-    int nth = nr_pool_threads(pool);
-    int mr = ops->tile ? ops->tile->mr : 1, nb = ops->nblock;
-    int rblocks, cblocks, rt, ct, target;
-    struct linear_job jb;
-
-    if (m <= 0)
-        return;
-    if (nth <= 1) {
-        ops->gemm(A, lda, W, bias, C, ldc, m, 0, W->n, act, accumulate);
-        return;
-    }
-    target = TASKS_PER_THREAD * nth;
-    rblocks = (m + mr - 1) / mr;
-    cblocks = (W->n + nb - 1) / nb;
+    int target = TASKS_PER_THREAD * nth;
+    int rblocks = (m + mr - 1) / mr, cblocks = (n + nb - 1) / nb;
     /* Rows first (each row task reads all of W once), at most 256 per task. */
-    rt = (m + TASK_MAX_ROWS - 1) / TASK_MAX_ROWS;
-    ct = 1;
+    int rt = (m + TASK_MAX_ROWS - 1) / TASK_MAX_ROWS, ct = 1;
+
     if (rt < target) {
         /* Too few rows: split columns too (each column task reads its part of W only). */
         ct = (target + rt - 1) / rt;
@@ -404,10 +527,28 @@ void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct 
                 rt = rblocks;
         }
     }
-    jb.rows_per_task = (rblocks + rt - 1) / rt * mr;
-    jb.cols_per_task = (cblocks + ct - 1) / ct * nb;
-    rt = (m + jb.rows_per_task - 1) / jb.rows_per_task;
-    ct = (W->n + jb.cols_per_task - 1) / jb.cols_per_task;
+    jb->rows_per_task = (rblocks + rt - 1) / rt * mr;
+    jb->cols_per_task = (cblocks + ct - 1) / ct * nb;
+    rt = (m + jb->rows_per_task - 1) / jb->rows_per_task;
+    jb->col_tasks = (n + jb->cols_per_task - 1) / jb->cols_per_task;
+    return rt * jb->col_tasks;
+}
+
+void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct nr_pw *W,
+                    const float *bias, float *C, int ldc, int m, int act, int accumulate)
+{
+    const struct nr_kern_ops *ops = W->ops;
+    int nth = nr_pool_threads(pool), ntask;
+    struct linear_job jb;
+
+    if (m <= 0)
+        return;
+    if (nth <= 1) {
+        ops->gemm(A, lda, W, bias, C, ldc, m, 0, W->n, act, accumulate);
+        return;
+    }
+    memset(&jb, 0, sizeof jb);
+    ntask = linear_split(&jb, m, W->n, ops->tile ? ops->tile->mr : 1, ops->nblock, nth);
     jb.A = A;
     jb.lda = lda;
     jb.W = W;
@@ -417,8 +558,54 @@ void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct 
     jb.m = m;
     jb.act = act;
     jb.accumulate = accumulate;
-    jb.col_tasks = ct;
-    nr_pool_run(pool, rt * ct, linear_task, &jb);
+    nr_pool_run(pool, ntask, linear_task, &jb);
+}
+
+#define QUANT_ROWS 32
+
+static void quant_task(void *ctx, int task, int worker)
+{
+    const struct linear_job *jb = ctx;
+    int i0 = task * QUANT_ROWS, rows = jb->m - i0 < QUANT_ROWS ? jb->m - i0 : QUANT_ROWS;
+
+    (void)worker;
+    jb->W8->ops->quant_i8(jb->A + (size_t)i0 * jb->lda, jb->lda, rows, jb->W8->k,
+                          jb->q + (size_t)i0 * jb->ldq, jb->ldq, jb->sa + i0);
+}
+
+void nr_kern_linear_i8(struct nr_pool *pool, const float *A, int lda, const struct nr_pw8 *W,
+                       const float *bias, float *C, int ldc, int m, int act, int accumulate,
+                       void *ws, size_t ws_bytes)
+{
+    const struct nr_kern_ops *ops = W->ops;
+    int nth = nr_pool_threads(pool), ntask;
+    struct linear_job jb;
+
+    if (m <= 0)
+        return;
+    assert(ws && ws_bytes >= nr_kern_i8_ws_bytes(m, W->k) && ((uintptr_t)ws & 63) == 0);
+    (void)ws_bytes;
+    memset(&jb, 0, sizeof jb);
+    jb.A = A;
+    jb.lda = lda;
+    jb.W8 = W;
+    jb.ldq = (int)i8_ldq(W->k);
+    jb.q = ws;
+    jb.sa = (float *)((uint8_t *)ws + (size_t)m * (size_t)jb.ldq);
+    jb.bias = bias;
+    jb.C = C;
+    jb.ldc = ldc;
+    jb.m = m;
+    jb.act = act;
+    jb.accumulate = accumulate;
+    if (nth <= 1) {
+        ops->quant_i8(A, lda, m, W->k, jb.q, jb.ldq, jb.sa);
+        ops->gemm_i8(jb.q, jb.ldq, jb.sa, W, bias, C, ldc, m, 0, W->n, act, accumulate);
+        return;
+    }
+    nr_pool_run(pool, (m + QUANT_ROWS - 1) / QUANT_ROWS, quant_task, &jb);
+    ntask = linear_split(&jb, m, W->n, ops->tile ? ops->tile->mr : 1, NR_I8, nth);
+    nr_pool_run(pool, ntask, linear_task, &jb);
 }
 
 /* ------------------------------------------------------------ attention */

@@ -44,6 +44,21 @@
  *         precision instead of cancelling in 1 + erf.
  * Softmax, layernorm, dot and axpy are the scalar algorithms vectorized, with
  * masked tails.
+ *
+ * INT8 TILE (AVX-512 VNNI; arithmetic and layout in kern_internal.h):
+ * MR8 = 8 rows x 32 columns in 16 zmm int32 accumulators, the fp32 tile's
+ * shape. Per group of 4 k: two 64-byte loads of the packed panel (32
+ * channels x 4 int8), then per row one 4-byte broadcast of the quantized A
+ * (stored as Aq + 128, u8) feeding two vpdpbusd. Each vpdpbusd does 64
+ * multiply-adds where a vfmadd231ps does 16, for the same 16 : 10
+ * arithmetic : load ratio as the fp32 tile. All of k stays in the
+ * accumulators (exact int32, no k blocks). At the end: acc - 128·colsum (the
+ * unsigned-A correction), then a non-inlined epilogue shared by all row
+ * counts converts to fp32 and applies sa·sw, bias, GELU and the residual,
+ * exactly as the scalar gemm_i8 orders them.
+ * quant_i8: per row, max|x| (exact in any order), inv = 127/max in scalar
+ * float (as the scalar reference), vcvtps2dq (round to nearest even, the
+ * default MXCSR mode, as lrintf), clamp to ±127, +128, vpmovdb.
  */
 #include "kern_internal.h"
 
@@ -234,6 +249,153 @@ static void tile_run(const float *a, size_t lda, const float *w, size_t ldw, int
     }
 }
 
+/* ------------------------------------------------------------ int8 GEMM tile */
+
+#define MR8 8
+
+static __attribute__((noinline)) void tile8_epilogue(const int32_t *buf, int rows, int cols,
+                                                     const float *sa, const float *sw,
+                                                     const float *bias, int flags, float *c,
+                                                     size_t ldc)
+{
+    const __mmask16 m0 = tail_mask(cols), m1 = tail_mask(cols - 16 > 0 ? cols - 16 : 0);
+    const __m512 s0 = _mm512_loadu_ps(sw), s1 = _mm512_loadu_ps(sw + 16);
+    __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+
+    if (bias) {
+        b0 = _mm512_maskz_loadu_ps(m0, bias);
+        b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    }
+    for (int r = 0; r < rows; r++, c += ldc, buf += NR) {
+        const __m512 a = _mm512_set1_ps(sa[r]);
+        __m512 v0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf)), a);
+        __m512 v1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(buf + 16)), a);
+        v0 = _mm512_fmadd_ps(v0, s0, b0);
+        v1 = _mm512_fmadd_ps(v1, s1, b1);
+        if (flags & NR_TILE8_GELU) {
+            v0 = v_gelu(v0);
+            v1 = v_gelu(v1);
+        }
+        if (flags & NR_TILE8_ACC) {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
+        }
+        _mm512_mask_storeu_ps(c, m0, v0);
+        _mm512_mask_storeu_ps(c + 16, m1, v1);
+    }
+}
+
+ALWAYS_INLINE __m512i bcast4(const uint8_t *p)
+{
+    int32_t x;
+    __builtin_memcpy(&x, p, 4);
+    return _mm512_set1_epi32(x);
+}
+
+ALWAYS_INLINE void tile8_rows(const int R, const uint8_t *q, size_t ldq, const float *sa,
+                              const int8_t *w, int kg, const int32_t *colsum, const float *sw,
+                              const float *bias, float *c, size_t ldc, int cols, int flags)
+{
+    __m512i acc[MR8][2];
+    int32_t buf[MR8 * NR] __attribute__((aligned(64)));
+
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        acc[r][0] = _mm512_setzero_si512();
+        acc[r][1] = _mm512_setzero_si512();
+    }
+    for (int g = 0; g < kg; g++, w += 4 * NR) {
+        const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const __m512i av = bcast4(q + r * ldq + 4 * (size_t)g);
+            acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, w0);
+            acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, w1);
+        }
+    }
+    {
+        /* undo the +128 of A: sum (a + 128) w = sum a w + 128 colsum */
+        const __m512i k0 = _mm512_slli_epi32(_mm512_loadu_si512(colsum), 7);
+        const __m512i k1 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + 16), 7);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            _mm512_store_si512(buf + r * NR, _mm512_sub_epi32(acc[r][0], k0));
+            _mm512_store_si512(buf + r * NR + 16, _mm512_sub_epi32(acc[r][1], k1));
+        }
+    }
+    tile8_epilogue(buf, R, cols, sa, sw, bias, flags, c, ldc);
+}
+
+static void tile8_run(const uint8_t *q, size_t ldq, const float *sa, const int8_t *w, int kg,
+                      const int32_t *colsum, const float *sw, const float *bias, float *c,
+                      size_t ldc, int rows, int cols, int flags)
+{
+    switch (rows) {
+    case 8:
+        tile8_rows(8, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    case 7:
+        tile8_rows(7, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    case 6:
+        tile8_rows(6, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    case 5:
+        tile8_rows(5, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    case 4:
+        tile8_rows(4, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    case 3:
+        tile8_rows(3, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    case 2:
+        tile8_rows(2, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    default:
+        tile8_rows(1, q, ldq, sa, w, kg, colsum, sw, bias, c, ldc, cols, flags);
+        break;
+    }
+}
+
+static const struct nr_kern_tile_i8 avx512_tile_i8 = {
+    .mr = MR8, .a_bytes = 512 * 1024, .run = tile8_run};
+
+static void avx512_gemm_i8(const uint8_t *q, int ldq, const float *sa, const struct nr_pw8 *W,
+                           const float *bias, float *C, int ldc, int m, int j0, int j1, int act,
+                           int accumulate)
+{
+    nr_kern_gemm_i8_tiled(&avx512_tile_i8, q, ldq, sa, W, bias, C, ldc, m, j0, j1, act, accumulate);
+}
+
+static void avx512_quant_i8(const float *A, int lda, int m, int k, uint8_t *q, int ldq, float *sa)
+{
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const __m512i bias = _mm512_set1_epi32(128);
+
+    for (int i = 0; i < m; i++) {
+        const float *a = A + (size_t)i * lda;
+        uint8_t *d = q + (size_t)i * ldq;
+        __m512 mx = _mm512_setzero_ps();
+        float amax, inv;
+
+        for (int t = 0; t < k; t += 16)
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(k - t), a + t)));
+        amax = _mm512_reduce_max_ps(mx);
+        inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        const __m512 vinv = _mm512_set1_ps(inv);
+        for (int t = 0; t < k; t += 16) {
+            const __mmask16 mt = tail_mask(k - t);
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mt, a + t), vinv));
+            v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), bias);
+            _mm_mask_storeu_epi8(d + t, mt, _mm512_cvtepi32_epi8(v));
+        }
+        for (int t = k; t < (k + 3) / 4 * 4; t++)
+            d[t] = 128; /* the quantized zero */
+        sa[i] = amax / 127.0f;
+    }
+}
+
 static const struct nr_kern_tile avx512_tile = {
     .mr = MR, .nr = NR, .kc = KC, .a_bytes = 512 * 1024, .run = tile_run};
 
@@ -374,4 +536,6 @@ const struct nr_kern_ops nr_kern_avx512_ops = {
     .erf = avx512_erf,
     .gelu = avx512_gelu,
     .tile = &avx512_tile,
+    .quant_i8 = avx512_quant_i8,
+    .gemm_i8 = avx512_gemm_i8,
 };

@@ -49,6 +49,68 @@ struct nr_kern_tile {
                 size_t ldc, int rows, int cols, const float *bias, int flags);
 };
 
+/*
+ * INT8 GEMM. The arithmetic every variant implements, exactly:
+ *
+ *   weights (nr_kern_pack_i8, once at load; per output channel j):
+ *     sw[j] = max_t |W[j][t]| / 127,  Wq[j][t] = clamp(rint(W[j][t] * (127 / max)), ±127)
+ *     (a zero row gets sw = 0, Wq = 0); colsum[j] = sum_t Wq[j][t].
+ *   activations (ops->quant_i8, once per nr_kern_linear_i8 call; per row i):
+ *     sa[i] = max_t |A[i][t]| / 127,  Aq[i][t] = clamp(rint(A[i][t] * (127 / max)), ±127)
+ *     rint is round-to-nearest-even (the default mode; SIMD converts agree).
+ *   accumulator: acc[i][j] = sum_t Aq[i][t] * Wq[j][t], exact in int32
+ *     (|term| <= 127², so k up to 2^31 / 127² = 133 000 cannot overflow).
+ *   epilogue:  v = fmaf((float)acc * sa[i], sw[j], bias ? bias[j] : 0)
+ *              v = act(v);  C = accumulate ? C + v : v.
+ * So outputs of two variants differ only by their GELU approximations
+ * (kern_avx512.c vs libm erfc in kern_scalar.c); without GELU they are equal
+ * bit for bit, which tests/test_kern.c checks with memcmp.
+ *
+ * Both quantizations are symmetric (zero maps to zero, no zero point) and
+ * use ±127 only, never -128: then -Aq is representable and the products stay
+ * within 127², which the VNNI trick below needs.
+ *
+ * vpdpbusd multiplies UNSIGNED bytes by SIGNED bytes (4 pairs per int32
+ * lane, summed into the lane, no saturation). The avx512 quant_i8 stores
+ * Aq + 128 (0..255) and the tile subtracts 128·colsum[j] once at the end:
+ *     sum (Aq + 128)·Wq - 128·sum Wq = sum Aq·Wq,
+ * exact in int32. (vpdpbusds would saturate; it is not used.) NEON's sdot
+ * multiplies signed by signed, so a NEON variant would store Aq as is and
+ * skip the correction; the scalar reference does the same.
+ *
+ * Packed weight layout, shared by every variant, panels of NR_I8 = 32
+ * output channels, k in groups of 4 (one int32 lane of vpdpbusd / sdot):
+ *
+ *     data[p][g][c][u] = Wq[p*32 + c][4g + u]     g < kp/4, u < 4
+ *
+ * so one k group of a panel is 128 contiguous bytes: two zmm loads, 32
+ * channels. Channels past n and k past k are zero; scale and colsum are
+ * padded with zeros to a whole panel so tiles load them without masks.
+ * The quantized A rows are padded to kp with the quantized zero.
+ */
+#define NR_I8 32
+
+/* Flags of one int8 tile call (the tile always covers all of k). */
+enum { NR_TILE8_GELU = 1, NR_TILE8_ACC = 2 };
+
+struct nr_kern_tile_i8 {
+    int mr;      /* rows per register block (rows argument is 1..mr) */
+    int a_bytes; /* L2 budget for the block of quantized A rows every panel reuses */
+    /*
+     * For r < rows, c < cols: acc = sum_{g<kg} sum_u q[r*ldq + 4g+u] (decoded) *
+     * w[g*128 + c*4 + u] (w: one panel), then the epilogue above with
+     * sa[r], sw[c], colsum[c], bias[c] (bias may be NULL) into C[r*ldc + c].
+     */
+    void (*run)(const uint8_t *q, size_t ldq, const float *sa, const int8_t *w, int kg,
+                const int32_t *colsum, const float *sw, const float *bias, float *c, size_t ldc,
+                int rows, int cols, int flags);
+};
+
+/* The blocked int8 GEMM driver behind a tiled variant's ops->gemm_i8. */
+void nr_kern_gemm_i8_tiled(const struct nr_kern_tile_i8 *tile, const uint8_t *q, int ldq,
+                           const float *sa, const struct nr_pw8 *W, const float *bias, float *C,
+                           int ldc, int m, int j0, int j1, int act, int accumulate);
+
 extern const struct nr_kern_ops nr_kern_scalar_ops;
 #if defined(__x86_64__)
 extern const struct nr_kern_ops nr_kern_avx2_ops;

@@ -19,6 +19,12 @@
  *              the deviations in one float: the mean x0 + m itself is never
  *              rounded, and d keeps the precision of the deviations.
  *   softmax    e = exp(x - max); e / sum(e).
+ *   int8       the integer arithmetic of kern_internal.h ("INT8 GEMM"), one
+ *              output at a time: quant_i8 stores Aq as plain int8 (two's
+ *              complement bytes), gemm_i8 sums Aq·Wq in int32 straight from
+ *              the shared packed layout (no +128 trick), then the fp32
+ *              epilogue. It is the reference the SIMD tiles must match
+ *              exactly, and the fallback where no int8 tile exists (avx2).
  *
  * Sums are plain sequential float sums: the reference should show what naive
  * fp32 gives, and the tests bound it against double.
@@ -72,6 +78,48 @@ static void scalar_gemm(const float *A, int lda, const struct nr_pw *W, const fl
             if (act == NR_ACT_GELU)
                 s = gelu1(s);
             c[j] = accumulate ? c[j] + s : s;
+        }
+    }
+}
+
+static void scalar_quant_i8(const float *A, int lda, int m, int k, uint8_t *q, int ldq, float *sa)
+{
+    for (int i = 0; i < m; i++) {
+        const float *a = A + (size_t)i * lda;
+        uint8_t *d = q + (size_t)i * ldq;
+        float amax = 0.0f, inv;
+        for (int t = 0; t < k; t++)
+            amax = fabsf(a[t]) > amax ? fabsf(a[t]) : amax;
+        inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (int t = 0; t < k; t++) {
+            long v = lrintf(a[t] * inv);
+            d[t] = (uint8_t)(int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+        }
+        for (int t = k; t < (k + 3) / 4 * 4; t++)
+            d[t] = 0;
+        sa[i] = amax / 127.0f;
+    }
+}
+
+static void scalar_gemm_i8(const uint8_t *q, int ldq, const float *sa, const struct nr_pw8 *W,
+                           const float *bias, float *C, int ldc, int m, int j0, int j1, int act,
+                           int accumulate)
+{
+    const int k = W->k;
+
+    for (int i = 0; i < m; i++) {
+        const int8_t *a = (const int8_t *)(q + (size_t)i * ldq);
+        float *c = C + (size_t)i * ldc;
+        for (int j = j0; j < j1; j++) {
+            const int8_t *w = W->data + (size_t)(j / NR_I8) * W->kp * NR_I8 + (j % NR_I8) * 4;
+            int32_t acc = 0;
+            float v;
+            for (int t = 0; t < k; t++)
+                acc += (int32_t)a[t] * w[(size_t)(t / 4) * 4 * NR_I8 + t % 4];
+            v = fmaf((float)acc * sa[i], W->scale[j], bias ? bias[j] : 0.0f);
+            if (act == NR_ACT_GELU)
+                v = gelu1(v);
+            c[j] = accumulate ? c[j] + v : v;
         }
     }
 }
@@ -159,4 +207,6 @@ const struct nr_kern_ops nr_kern_scalar_ops = {
     .erf = scalar_erf,
     .gelu = scalar_gelu,
     .tile = NULL,
+    .quant_i8 = scalar_quant_i8,
+    .gemm_i8 = scalar_gemm_i8,
 };

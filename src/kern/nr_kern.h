@@ -13,6 +13,12 @@
  * Weights are repacked once at load time (nr_kern_pack) into the layout the
  * selected variant's GEMM micro-kernel reads; the packed form is private to
  * the variant that made it.
+ *
+ * INT8 linear layers (nr_pw8, nr_kern_pack_i8, nr_kern_linear_i8): weights
+ * quantized symmetrically per output channel, activations per row (token) on
+ * the fly, int32 accumulation, fp32 epilogue (scales, bias, GELU, residual)
+ * and fp32 outputs. The arithmetic is defined once, in kern_internal.h
+ * ("INT8 GEMM"); every variant computes the same int32 accumulators exactly.
  */
 #ifndef NR_KERN_H
 #define NR_KERN_H
@@ -29,6 +35,21 @@ struct nr_pw {
     float *data;                   /* packed copy, owned (nr_free) */
     size_t bytes;                  /* size of data */
     const struct nr_kern_ops *ops; /* the variant that packed it */
+};
+
+/*
+ * A weight matrix quantized to int8 (one layout shared by every variant; see
+ * kern_internal.h). One allocation, carved into data, scale and colsum.
+ */
+struct nr_pw8 {
+    int n;                         /* output features (rows of W) */
+    int k;                         /* input features (cols of W) */
+    int kp;                        /* k rounded up to a multiple of 4 (one VNNI group) */
+    int8_t *data;                  /* [ceil(n/32)][kp/4][32][4] int8, owned (nr_free) */
+    float *scale;                  /* [ceil(n/32)*32] max|W[j][:]| / 127 (0 past n) */
+    int32_t *colsum;               /* [ceil(n/32)*32] sum_t Wq[j][t] (0 past n) */
+    size_t bytes;                  /* size of the one allocation behind data */
+    const struct nr_kern_ops *ops; /* the variant whose gemm_i8 runs it */
 };
 
 enum nr_act { NR_ACT_NONE = 0, NR_ACT_GELU = 1 /* exact erf GELU, as torch.nn.GELU() */ };
@@ -71,6 +92,18 @@ struct nr_kern_ops {
     /* Register-blocked micro-kernel behind gemm and the fused attention;
      * NULL for the scalar reference. Private (kern_internal.h). */
     const struct nr_kern_tile *tile;
+
+    /* INT8 path (kern_internal.h, "INT8 GEMM"). NULL in a variant without
+     * one (avx2: no VNNI there); nr_kern_pack_i8 then picks the scalar table. */
+
+    /* Quantize rows [0, m) of A [m][lda] (k used) into q [m][ldq] (ldq >= kp;
+     * bytes [k, kp) set to the quantized zero) and sa [m]. The byte encoding
+     * is the variant's own (int8, or int8 + 128 for vpdpbusd). */
+    void (*quant_i8)(const float *A, int lda, int m, int k, uint8_t *q, int ldq, float *sa);
+    /* As gemm, from quant_i8's output: C[i][j] (+)= act(acc·sa[i]·sw[j] + bias[j]). */
+    void (*gemm_i8)(const uint8_t *q, int ldq, const float *sa, const struct nr_pw8 *W,
+                    const float *bias, float *C, int ldc, int m, int j0, int j1, int act,
+                    int accumulate);
 };
 
 /* Select the implementation once (idempotent; thread-safe after first call). */
@@ -92,6 +125,30 @@ void nr_kern_pw_free(struct nr_pw *pw);
  */
 void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct nr_pw *W,
                     const float *bias, float *C, int ldc, int m, int act, int accumulate);
+
+/*
+ * Quantize W [n][k] to int8 for ops (NULL: nr_kern_get()); a variant without
+ * an int8 GEMM gets the scalar one (pw->ops says which). pw is cleared first.
+ * 0, NR_EINVAL (n or k < 1), NR_ELIMIT or NR_ENOMEM; on failure nothing is
+ * allocated. W is not retained. Free with nr_kern_pw8_free (safe on a cleared pw).
+ */
+int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const float *w, int n, int k);
+void nr_kern_pw8_free(struct nr_pw8 *pw);
+
+/* Bytes of workspace nr_kern_linear_i8 needs for m rows of k inputs. */
+size_t nr_kern_i8_ws_bytes(int m, int k);
+
+/*
+ * C = act(A·Wᵀ + bias) (or C += ...) in int8, as nr_kern_linear, with A
+ * quantized per row first (once per call: every column panel reuses it).
+ * ws: caller-owned workspace of at least nr_kern_i8_ws_bytes(m, W->k) bytes,
+ * 64-byte aligned (the model sizes one at open for its largest batch, so no
+ * call allocates); contents are scratch. ws_bytes too small is a bug of the
+ * caller (asserted).
+ */
+void nr_kern_linear_i8(struct nr_pool *pool, const float *A, int lda, const struct nr_pw8 *W,
+                       const float *bias, float *C, int ldc, int m, int act, int accumulate,
+                       void *ws, size_t ws_bytes);
 
 /*
  * Multi-head self-attention for one sequence of L tokens
