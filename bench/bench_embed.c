@@ -24,7 +24,7 @@
 
 static const char *words[] = {"data",   "model",  "search", "query",   "memory",   "index",
                               "vector", "store",  "answer", "source",  "document", "batch",
-                              "thread", "kernel", "cache",  "latency", "network",  "server"};
+                              "thread", "kernel", "cache",  "engine", "network",  "server"};
 
 static double now_ms(void)
 {
@@ -59,7 +59,7 @@ int main(int argc, char **argv)
     struct nr_embed_opts o;
     struct nr_embedder *e;
     struct nr_embedder_info info;
-    const char *q = "how do i reset the admin password on my router";
+    const char *q = "how do i reset the password on my home laptop";
     char **texts;
     float *out;
     double *lat, t0, dt;

@@ -12,7 +12,7 @@ import time
 import torch
 
 WORDS = ["data", "model", "search", "query", "memory", "index", "vector", "store", "answer",
-         "source", "document", "batch", "thread", "kernel", "cache", "latency", "network",
+         "source", "document", "batch", "thread", "kernel", "cache", "engine", "network",
          "server"]
 
 
@@ -33,7 +33,7 @@ def main():
 
     m = SentenceTransformer(a.model, device="cpu")
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    q = "how do i reset the admin password on my router"
+    q = "how do i reset the password on my home laptop"
     assert len(m.tokenizer(q)["input_ids"]) == 12
     for _ in range(20):
         m.encode([q])

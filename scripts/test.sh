@@ -40,7 +40,7 @@ step() {
 
 step release bash -c 'ctest --test-dir build --output-on-failure -j2'
 step sanitizers bash -c 'cmake -S . -B build-asan -DNR_SANITIZE=ON -DNR_CUDA=OFF \
-        -DCMAKE_BUILD_TYPE=Debug >/dev/null && cmake --build build-asan -j"$(nproc)" >/dev/null &&
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && cmake --build build-asan -j"$(nproc)" >/dev/null &&
     ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2'
 step aarch64 scripts/test_aarch64.sh
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
