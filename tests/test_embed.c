@@ -384,6 +384,72 @@ static void test_broken_model_files_give_errors(void)
     open_fails(tmp("does-not-exist"), 0, "missing path");
 }
 
+/* The pooling set-up comes from 1_Pooling/config.json and modules.json
+ * (bge-small: CLS + Normalize; others: max, mean_sqrt_len without Normalize),
+ * checked against sentence-transformers built with those modules. */
+static void test_pooling_modes_follow_config(void)
+{
+    static const char *modes[] = {"cls", "max", "mean_sqrt_len_tokens"};
+    json_t *variants;
+    if (!load_fixture())
+        return;
+    variants = json_object_get(fixture, "pooling_variants");
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/nr_test_pool_%d", (int)getpid());
+    mkdir(tmpdir, 0755);
+    make_model_dir();
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        json_t *v = json_object_get(variants, modes[m]);
+        json_t *vecs = json_object_get(v, "vectors");
+        int normalize = json_is_true(json_object_get(v, "normalize"));
+        int n = (int)json_array_size(vecs);
+        char cfg[512];
+        struct nr_embedder *e = NULL;
+        struct nr_embedder_info info;
+        float out[DIM];
+        double worst = 1.0;
+
+        snprintf(cfg, sizeof cfg,
+                 "{\"word_embedding_dimension\": 384, \"pooling_mode_cls_token\": %s, "
+                 "\"pooling_mode_mean_tokens\": false, \"pooling_mode_max_tokens\": %s, "
+                 "\"pooling_mode_mean_sqrt_len_tokens\": %s}",
+                 m == 0 ? "true" : "false", m == 1 ? "true" : "false", m == 2 ? "true" : "false");
+        unlink(tmp("1_Pooling/config.json"));
+        write_text(tmp("1_Pooling/config.json"), cfg);
+        unlink(tmp("modules.json"));
+        write_text(tmp("modules.json"),
+                   normalize ? "[{\"type\": \"sentence_transformers.models.Transformer\"},"
+                               " {\"type\": \"sentence_transformers.models.Pooling\"},"
+                               " {\"type\": \"sentence_transformers.models.Normalize\"}]"
+                             : "[{\"type\": \"sentence_transformers.models.Transformer\"},"
+                               " {\"type\": \"sentence_transformers.models.Pooling\"}]");
+        if (nr_embedder_open(tmpdir, NULL, &e) != NR_OK) {
+            nr_test_fail(__FILE__, __LINE__, "%s: %s", modes[m], nr_err_msg());
+            continue;
+        }
+        nr_embedder_info(e, &info);
+        NR_CHECK_INT(info.normalize, normalize);
+        NR_CHECK_MSG(n >= 16, "%s: only %d reference vectors", modes[m], n);
+        for (int i = 0; i < n; i++) {
+            float want[DIM];
+            double c, d;
+            for (int j = 0; j < DIM; j++)
+                want[j] = (float)json_number_value(
+                    json_array_get(json_array_get(vecs, (size_t)i), (size_t)j));
+            NR_CHECK_INT(nr_embedder_embed(e, &texts[i], NULL, 1, out), NR_OK);
+            c = cosine(out, want, DIM);
+            d = max_abs_diff(out, want, DIM);
+            if (c < worst)
+                worst = c;
+            NR_CHECK_MSG(c >= 0.9999, "%s text %d: cosine %.7f", modes[m], i, c);
+            /* unnormalized outputs are larger: relative bound */
+            NR_CHECK_MSG(d <= 1e-4 * (normalize ? 1.0 : 10.0), "%s text %d: diff %.3g", modes[m], i,
+                         d);
+        }
+        printf("  %-22s %d texts, worst cosine %.8f\n", modes[m], n, worst);
+        nr_embedder_close(e);
+    }
+}
+
 /* RELIABILITY D11: every allocation of a model load failing in turn gives
  * a clean error and no leak. Uses the f16 GGUF (most code paths: widening). */
 static void test_allocation_failures_during_load(void)
@@ -422,6 +488,7 @@ int main(void)
     NR_RUN(test_mixed_batch_equals_one_at_a_time);
     NR_RUN(test_gguf_equals_safetensors);
     NR_RUN(test_broken_model_files_give_errors);
+    NR_RUN(test_pooling_modes_follow_config);
     NR_RUN(test_allocation_failures_during_load);
     return nr_test_summary();
 }
