@@ -1,8 +1,8 @@
 /* Device queries through the CUDA runtime; every call is checked. */
 #include "nr_gpu.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -65,12 +65,22 @@ extern "C" void nr_gpu_versions(int *driver, int *runtime, int *cublas)
     if (cudaRuntimeGetVersion(runtime) != cudaSuccess)
         *runtime = 0;
     {
-        int v = 0;
-        if (cublasGetProperty(MAJOR_VERSION, &v) == CUBLAS_STATUS_SUCCESS) {
-            int mi = 0, pa = 0;
-            cublasGetProperty(MINOR_VERSION, &mi);
-            cublasGetProperty(PATCH_LEVEL, &pa);
-            *cublas = v * 10000 + mi * 100 + pa;
+        /* cuBLAS is not linked (see CMakeLists.txt): ask the library itself,
+         * if it is installed, through cublasGetProperty. */
+        static const char *const names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so",
+                                            NULL};
+        for (int i = 0; names[i] && !*cublas; i++) {
+            void *h = dlopen(names[i], RTLD_LAZY | RTLD_LOCAL);
+            typedef int (*getprop_fn)(int, int *);
+            getprop_fn getprop;
+            int ma = 0, mi = 0, pa = 0;
+            if (!h)
+                continue;
+            getprop = (getprop_fn)dlsym(h, "cublasGetProperty");
+            /* libraryPropertyType: MAJOR_VERSION 0, MINOR_VERSION 1, PATCH_LEVEL 2 */
+            if (getprop && getprop(0, &ma) == 0 && getprop(1, &mi) == 0 && getprop(2, &pa) == 0)
+                *cublas = ma * 10000 + mi * 100 + pa;
+            dlclose(h);
         }
     }
     cudaGetLastError();
