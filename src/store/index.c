@@ -50,7 +50,8 @@
  * uses the one named like nr_kern_get()'s choice (the per-arch files are
  * compiled with the same flags as src/kern's, so they need the same CPU
  * features; NANORAG_KERN selects both). Every variant computes each row with
- * the same operation sequence whether it comes in a group of 4 or alone.
+ * the same operation sequence wherever it sits, one row at a time (a single
+ * sequential stream: see index_avx512.c).
  *
  * LOCKING. A writer-preferring pthread rwlock: searches read, add/remove
  * write. Searches hold it for the whole scan.

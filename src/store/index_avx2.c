@@ -1,8 +1,9 @@
 /*
  * index_avx2: the index's dot products with AVX2 + FMA.
  *
- * fp32: as index_avx512.c with 8 lanes; each row has one accumulator and the
- * same reduction alone or in a group of four.
+ * One row at a time, as index_avx512.c explains (one sequential stream).
+ * fp32: four 8-lane accumulators over steps of 32 floats, the rest into a0,
+ * one reduction: the same sequence for every row.
  *
  * int8 without VNNI: vpmaddubsw (u8 x s8, pairs summed to int16 with
  * saturation) on |q| and sign(v, q) = v * sign(q), so each product is q * v.
@@ -34,29 +35,19 @@ static int32_t hsum_epi32(__m256i v)
 static void dot_f32_avx2(const float *q, const float *rows, size_t stride, int dimp, int n,
                          float *out)
 {
-    int i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const float *r0 = rows + (size_t)i * stride, *r1 = r0 + stride, *r2 = r1 + stride,
-                    *r3 = r2 + stride;
+    for (int i = 0; i < n; i++) {
+        const float *r = rows + (size_t)i * stride;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int t = 0; t < dimp; t += 8) {
-            __m256 qv = _mm256_load_ps(q + t);
-            a0 = _mm256_fmadd_ps(_mm256_load_ps(r0 + t), qv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_load_ps(r1 + t), qv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_load_ps(r2 + t), qv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_load_ps(r3 + t), qv, a3);
+        int t = 0;
+        for (; t + 32 <= dimp; t += 32) {
+            a0 = _mm256_fmadd_ps(_mm256_load_ps(r + t), _mm256_load_ps(q + t), a0);
+            a1 = _mm256_fmadd_ps(_mm256_load_ps(r + t + 8), _mm256_load_ps(q + t + 8), a1);
+            a2 = _mm256_fmadd_ps(_mm256_load_ps(r + t + 16), _mm256_load_ps(q + t + 16), a2);
+            a3 = _mm256_fmadd_ps(_mm256_load_ps(r + t + 24), _mm256_load_ps(q + t + 24), a3);
         }
-        out[i] = hsum_ps(a0);
-        out[i + 1] = hsum_ps(a1);
-        out[i + 2] = hsum_ps(a2);
-        out[i + 3] = hsum_ps(a3);
-    }
-    for (; i < n; i++) {
-        const float *r0 = rows + (size_t)i * stride;
-        __m256 a0 = _mm256_setzero_ps();
-        for (int t = 0; t < dimp; t += 8)
-            a0 = _mm256_fmadd_ps(_mm256_load_ps(r0 + t), _mm256_load_ps(q + t), a0);
-        out[i] = hsum_ps(a0);
+        for (; t < dimp; t += 8)
+            a0 = _mm256_fmadd_ps(_mm256_load_ps(r + t), _mm256_load_ps(q + t), a0);
+        out[i] = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     }
 }
 
@@ -71,33 +62,17 @@ static __m256i dot32(__m256i acc, __m256i qa, __m256i qv, const int8_t *r)
 static void dot_i8_avx2(const int8_t *q, const int8_t *codes, const int32_t *csum, size_t stride,
                         int dimp, int n, int32_t *out)
 {
-    int i = 0;
     (void)csum;
-    for (; i + 4 <= n; i += 4) {
-        const int8_t *r0 = codes + (size_t)i * stride, *r1 = r0 + stride, *r2 = r1 + stride,
-                     *r3 = r2 + stride;
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-        for (int t = 0; t < dimp; t += 32) {
-            __m256i qv = _mm256_load_si256((const __m256i *)(q + t));
-            __m256i qa = _mm256_abs_epi8(qv);
-            a0 = dot32(a0, qa, qv, r0 + t);
-            a1 = dot32(a1, qa, qv, r1 + t);
-            a2 = dot32(a2, qa, qv, r2 + t);
-            a3 = dot32(a3, qa, qv, r3 + t);
+    for (int i = 0; i < n; i++) {
+        const int8_t *r = codes + (size_t)i * stride;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+        for (int t = 0; t < dimp; t += 64) { /* dimp % 64 == 0 */
+            __m256i q0 = _mm256_load_si256((const __m256i *)(q + t));
+            __m256i q1 = _mm256_load_si256((const __m256i *)(q + t + 32));
+            a0 = dot32(a0, _mm256_abs_epi8(q0), q0, r + t);
+            a1 = dot32(a1, _mm256_abs_epi8(q1), q1, r + t + 32);
         }
-        out[i] = hsum_epi32(a0);
-        out[i + 1] = hsum_epi32(a1);
-        out[i + 2] = hsum_epi32(a2);
-        out[i + 3] = hsum_epi32(a3);
-    }
-    for (; i < n; i++) {
-        const int8_t *r0 = codes + (size_t)i * stride;
-        __m256i a0 = _mm256_setzero_si256();
-        for (int t = 0; t < dimp; t += 32) {
-            __m256i qv = _mm256_load_si256((const __m256i *)(q + t));
-            a0 = dot32(a0, _mm256_abs_epi8(qv), qv, r0 + t);
-        }
-        out[i] = hsum_epi32(a0);
+        out[i] = hsum_epi32(_mm256_add_epi32(a0, a1));
     }
 }
 
