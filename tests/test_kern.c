@@ -534,7 +534,7 @@ static void test_i8_scalar_vs_double(void)
         float *C = alloc_f((size_t)(g->m + 1) * g->ldc);
         double *dq = alloc_d((size_t)g->m * g->n);
         struct errstat eq = {0};
-        NR_CHECK_INT(nr_kern_pack_i8(s, &pw, g->W, g->n, g->k), NR_OK);
+        NR_CHECK_INT(nr_kern_pack_i8(s, &pw, g->W, g->n, g->k, NULL), NR_OK);
         NR_CHECK(pw.ops == s && pw.kp % 4 == 0 && pw.kp >= g->k);
         /* i8_case_new changed A and W after gemm_case_new computed ref */
         for (int i = 0; i < g->m; i++)
@@ -544,7 +544,7 @@ static void test_i8_scalar_vs_double(void)
                     r += (double)g->A[(size_t)i * g->lda + t] * g->W[(size_t)j * g->k + t];
                 g->ref[(size_t)i * g->n + j] = r;
             }
-        s->quant_i8(g->A, g->lda, g->m, g->k, c.q, c.ldq, c.sa);
+        s->quant_i8(g->A, g->lda, g->m, g->k, NULL, c.q, c.ldq, c.sa);
         for (int j = 0; j < g->n; j++) {
             long sum = 0;
             for (int t = 0; t < g->k; t++) {
@@ -626,12 +626,12 @@ static void test_i8_variants_vs_scalar(void)
                 float *Cs = alloc_f((size_t)(g->m + 1) * g->ldc);
                 uint8_t *qs = nr_aligned_alloc(64, (size_t)g->m * c.ldq);
                 float *sas = alloc_f((size_t)g->m);
-                NR_CHECK_INT(nr_kern_pack_i8(s, &pws, g->W, g->n, g->k), NR_OK);
-                s->quant_i8(g->A, g->lda, g->m, g->k, qs, c.ldq, sas);
+                NR_CHECK_INT(nr_kern_pack_i8(s, &pws, g->W, g->n, g->k, NULL), NR_OK);
+                s->quant_i8(g->A, g->lda, g->m, g->k, NULL, qs, c.ldq, sas);
                 for (int v = 0; v < nvars; v++) {
                     const struct nr_kern_ops *ops = vars[v];
                     struct nr_pw8 pw;
-                    NR_CHECK_INT(nr_kern_pack_i8(ops, &pw, g->W, g->n, g->k), NR_OK);
+                    NR_CHECK_INT(nr_kern_pack_i8(ops, &pw, g->W, g->n, g->k, NULL), NR_OK);
                     if (!ops->gemm_i8) {
                         NR_CHECK(pw.ops == s); /* falls back to the scalar int8 */
                         nr_kern_pw8_free(&pw);
@@ -639,7 +639,7 @@ static void test_i8_variants_vs_scalar(void)
                     }
                     NR_CHECK(pw.ops == ops && pw.bytes == pws.bytes);
                     NR_CHECK(memcmp(pw.data, pws.data, pw.bytes) == 0); /* one shared layout */
-                    ops->quant_i8(g->A, g->lda, g->m, g->k, c.q, c.ldq, c.sa);
+                    ops->quant_i8(g->A, g->lda, g->m, g->k, NULL, c.q, c.ldq, c.sa);
                     NR_CHECK(memcmp(c.sa, sas, (size_t)g->m * sizeof(float)) == 0);
                     for (int f = 0; f < 8; f++) {
                         int use_bias = f & 1, act = f & 2 ? NR_ACT_GELU : NR_ACT_NONE;
@@ -709,7 +709,7 @@ static void test_i8_linear_threads_and_errors(void)
         NR_CHECK(wsb >= (size_t)g.m * (size_t)((g.k + 3) / 4 * 4) + (size_t)g.m * 4);
         for (int v = 0; v < nvars; v++) {
             struct nr_pw8 pw;
-            NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, g.W, g.n, g.k), NR_OK);
+            NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, g.W, g.n, g.k, NULL), NR_OK);
             for (int f = 0; f < 4; f++) {
                 int act = f & 1 ? NR_ACT_GELU : NR_ACT_NONE, acc = (f >> 1) & 1;
                 struct errstat e = {0};
@@ -741,11 +741,11 @@ static void test_i8_linear_threads_and_errors(void)
     for (int v = 0; v < nvars; v++) {
         struct nr_pw8 pw;
         float w[6] = {1, 2, 3, 4, 5, 6};
-        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 0, 3), NR_EINVAL);
-        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 2, -1), NR_EINVAL);
+        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 0, 3, NULL), NR_EINVAL);
+        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 2, -1, NULL), NR_EINVAL);
         NR_CHECK(pw.data == NULL);
         nr_mem_fail_after(1);
-        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 2, 3), NR_ENOMEM);
+        NR_CHECK_INT(nr_kern_pack_i8(vars[v], &pw, w, 2, 3, NULL), NR_ENOMEM);
         nr_mem_fail_after(0);
         NR_CHECK(pw.data == NULL);
         nr_kern_pw8_free(&pw);

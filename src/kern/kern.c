@@ -320,7 +320,8 @@ static int8_t quant1(float x, float inv)
     return (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
 }
 
-int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const float *w, int n, int k)
+int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const float *w, int n, int k,
+                    const float *smooth)
 {
     size_t np, kp, dbytes, vbytes, bytes;
     unsigned char *base;
@@ -338,7 +339,7 @@ int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const floa
         return nr_err_set(NR_ELIMIT, "kern: weight %d x %d too large", n, k);
     dbytes = (dbytes + 63) / 64 * 64;
     vbytes = np * NR_I8 * sizeof(float); /* scale; colsum is as large */
-    bytes = dbytes + 2 * vbytes;
+    bytes = dbytes + 2 * vbytes + (smooth ? (size_t)k * sizeof(float) : 0);
     base = nr_aligned_alloc(64, bytes);
     if (!base)
         return nr_err_set(NR_ENOMEM, "kern: out of memory packing a %d x %d weight", n, k);
@@ -346,16 +347,23 @@ int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const floa
     pw->data = (int8_t *)base;
     pw->scale = (float *)(base + dbytes);
     pw->colsum = (int32_t *)(base + dbytes + vbytes);
+    if (smooth) {
+        pw->smooth_inv = (float *)(base + dbytes + 2 * vbytes);
+        for (int t = 0; t < k; t++)
+            pw->smooth_inv[t] = 1.0f / smooth[t];
+    }
     for (int j = 0; j < n; j++) {
         const float *src = w + (size_t)j * k;
         int8_t *dst = pw->data + (size_t)(j / NR_I8) * kp * NR_I8 + (size_t)(j % NR_I8) * 4;
         float amax = 0.0f, inv;
         int32_t sum = 0;
-        for (int t = 0; t < k; t++)
-            amax = fabsf(src[t]) > amax ? fabsf(src[t]) : amax;
+        for (int t = 0; t < k; t++) {
+            float x = smooth ? src[t] * smooth[t] : src[t];
+            amax = fabsf(x) > amax ? fabsf(x) : amax;
+        }
         inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int t = 0; t < k; t++) {
-            int8_t q = quant1(src[t], inv);
+            int8_t q = quant1(smooth ? src[t] * smooth[t] : src[t], inv);
             dst[(size_t)(t / 4) * 4 * NR_I8 + t % 4] = q;
             sum += q;
         }
@@ -570,7 +578,7 @@ static void quant_task(void *ctx, int task, int worker)
 
     (void)worker;
     jb->W8->ops->quant_i8(jb->A + (size_t)i0 * jb->lda, jb->lda, rows, jb->W8->k,
-                          jb->q + (size_t)i0 * jb->ldq, jb->ldq, jb->sa + i0);
+                          jb->W8->smooth_inv, jb->q + (size_t)i0 * jb->ldq, jb->ldq, jb->sa + i0);
 }
 
 void nr_kern_linear_i8(struct nr_pool *pool, const float *A, int lda, const struct nr_pw8 *W,
@@ -599,7 +607,7 @@ void nr_kern_linear_i8(struct nr_pool *pool, const float *A, int lda, const stru
     jb.act = act;
     jb.accumulate = accumulate;
     if (nth <= 1) {
-        ops->quant_i8(A, lda, m, W->k, jb.q, jb.ldq, jb.sa);
+        ops->quant_i8(A, lda, m, W->k, W->smooth_inv, jb.q, jb.ldq, jb.sa);
         ops->gemm_i8(jb.q, jb.ldq, jb.sa, W, bias, C, ldc, m, 0, W->n, act, accumulate);
         return;
     }

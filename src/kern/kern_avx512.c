@@ -368,7 +368,15 @@ static void avx512_gemm_i8(const uint8_t *q, int ldq, const float *sa, const str
     nr_kern_gemm_i8_tiled(&avx512_tile_i8, q, ldq, sa, W, bias, C, ldc, m, j0, j1, act, accumulate);
 }
 
-static void avx512_quant_i8(const float *A, int lda, int m, int k, uint8_t *q, int ldq, float *sa)
+/* A[t] * smooth_inv[t] (or A[t]) for the lanes in mt, 0 elsewhere */
+ALWAYS_INLINE __m512 quant_in(const float *a, const float *si, int t, __mmask16 mt)
+{
+    __m512 x = _mm512_maskz_loadu_ps(mt, a + t);
+    return si ? _mm512_mul_ps(x, _mm512_maskz_loadu_ps(mt, si + t)) : x;
+}
+
+static void avx512_quant_i8(const float *A, int lda, int m, int k, const float *smooth_inv,
+                            uint8_t *q, int ldq, float *sa)
 {
     const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
     const __m512i bias = _mm512_set1_epi32(128);
@@ -380,13 +388,13 @@ static void avx512_quant_i8(const float *A, int lda, int m, int k, uint8_t *q, i
         float amax, inv;
 
         for (int t = 0; t < k; t += 16)
-            mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(tail_mask(k - t), a + t)));
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(quant_in(a, smooth_inv, t, tail_mask(k - t))));
         amax = _mm512_reduce_max_ps(mx);
         inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         const __m512 vinv = _mm512_set1_ps(inv);
         for (int t = 0; t < k; t += 16) {
             const __mmask16 mt = tail_mask(k - t);
-            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mt, a + t), vinv));
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(quant_in(a, smooth_inv, t, mt), vinv));
             v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), bias);
             _mm_mask_storeu_epi8(d + t, mt, _mm512_cvtepi32_epi8(v));
         }

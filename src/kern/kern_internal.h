@@ -56,7 +56,9 @@ struct nr_kern_tile {
  *     sw[j] = max_t |W[j][t]| / 127,  Wq[j][t] = clamp(rint(W[j][t] * (127 / max)), ±127)
  *     (a zero row gets sw = 0, Wq = 0); colsum[j] = sum_t Wq[j][t].
  *   activations (ops->quant_i8, once per nr_kern_linear_i8 call; per row i):
- *     sa[i] = max_t |A[i][t]| / 127,  Aq[i][t] = clamp(rint(A[i][t] * (127 / max)), ±127)
+ *     X[i][t] = smooth_inv ? A[i][t] * smooth_inv[t] : A[i][t]   (one float multiply)
+ *     sa[i] = max_t |X[i][t]| / 127,  Aq[i][t] = clamp(rint(X[i][t] * (127 / max)), ±127)
+ *   (with smoothing, pack_i8 quantized W[j][t]·s[t] and smooth_inv = 1/s)
  *     rint is round-to-nearest-even (the default mode; SIMD converts agree).
  *   accumulator: acc[i][j] = sum_t Aq[i][t] * Wq[j][t], exact in int32
  *     (|term| <= 127², so k up to 2^31 / 127² = 133 000 cannot overflow).

@@ -82,17 +82,20 @@ static void scalar_gemm(const float *A, int lda, const struct nr_pw *W, const fl
     }
 }
 
-static void scalar_quant_i8(const float *A, int lda, int m, int k, uint8_t *q, int ldq, float *sa)
+static void scalar_quant_i8(const float *A, int lda, int m, int k, const float *smooth_inv,
+                            uint8_t *q, int ldq, float *sa)
 {
     for (int i = 0; i < m; i++) {
         const float *a = A + (size_t)i * lda;
         uint8_t *d = q + (size_t)i * ldq;
         float amax = 0.0f, inv;
-        for (int t = 0; t < k; t++)
-            amax = fabsf(a[t]) > amax ? fabsf(a[t]) : amax;
+        for (int t = 0; t < k; t++) {
+            float x = smooth_inv ? a[t] * smooth_inv[t] : a[t];
+            amax = fabsf(x) > amax ? fabsf(x) : amax;
+        }
         inv = amax > 0.0f ? 127.0f / amax : 0.0f;
         for (int t = 0; t < k; t++) {
-            long v = lrintf(a[t] * inv);
+            long v = lrintf((smooth_inv ? a[t] * smooth_inv[t] : a[t]) * inv);
             d[t] = (uint8_t)(int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
         }
         for (int t = k; t < (k + 3) / 4 * 4; t++)

@@ -48,6 +48,7 @@ struct nr_pw8 {
     int8_t *data;                  /* [ceil(n/32)][kp/4][32][4] int8, owned (nr_free) */
     float *scale;                  /* [ceil(n/32)*32] max|W[j][:]| / 127 (0 past n) */
     int32_t *colsum;               /* [ceil(n/32)*32] sum_t Wq[j][t] (0 past n) */
+    float *smooth_inv;             /* [k] 1/s[t] applied to A before quantizing, or NULL */
     size_t bytes;                  /* size of the one allocation behind data */
     const struct nr_kern_ops *ops; /* the variant whose gemm_i8 runs it */
 };
@@ -96,10 +97,12 @@ struct nr_kern_ops {
     /* INT8 path (kern_internal.h, "INT8 GEMM"). NULL in a variant without
      * one (avx2: no VNNI there); nr_kern_pack_i8 then picks the scalar table. */
 
-    /* Quantize rows [0, m) of A [m][lda] (k used) into q [m][ldq] (ldq >= kp;
+    /* Quantize rows [0, m) of A [m][lda] (k used; times smooth_inv[t] first
+     * when not NULL) into q [m][ldq] (ldq >= kp;
      * bytes [k, kp) set to the quantized zero) and sa [m]. The byte encoding
      * is the variant's own (int8, or int8 + 128 for vpdpbusd). */
-    void (*quant_i8)(const float *A, int lda, int m, int k, uint8_t *q, int ldq, float *sa);
+    void (*quant_i8)(const float *A, int lda, int m, int k, const float *smooth_inv, uint8_t *q,
+                     int ldq, float *sa);
     /* As gemm, from quant_i8's output: C[i][j] (+)= act(acc·sa[i]·sw[j] + bias[j]). */
     void (*gemm_i8)(const uint8_t *q, int ldq, const float *sa, const struct nr_pw8 *W,
                     const float *bias, float *C, int ldc, int m, int j0, int j1, int act,
@@ -131,8 +134,13 @@ void nr_kern_linear(struct nr_pool *pool, const float *A, int lda, const struct 
  * an int8 GEMM gets the scalar one (pw->ops says which). pw is cleared first.
  * 0, NR_EINVAL (n or k < 1), NR_ELIMIT or NR_ENOMEM; on failure nothing is
  * allocated. W is not retained. Free with nr_kern_pw8_free (safe on a cleared pw).
+ * smooth (k positive floats, or NULL) migrates quantization difficulty from
+ * activations to weights ("SmoothQuant"): W[j][t]·s[t] is quantized, and
+ * A[i][t]/s[t] at run time, so the product is unchanged while an input
+ * channel with large activations is scaled down before the per-row max.
  */
-int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const float *w, int n, int k);
+int nr_kern_pack_i8(const struct nr_kern_ops *ops, struct nr_pw8 *pw, const float *w, int n, int k,
+                    const float *smooth);
 void nr_kern_pw8_free(struct nr_pw8 *pw);
 
 /* Bytes of workspace nr_kern_linear_i8 needs for m rows of k inputs. */

@@ -20,7 +20,14 @@
  * and BF16 ones are widened into owned copies.
  *
  * Memory. Linear weights are repacked once into the kernel's panel layout
- * (nr_kern_pack) and the mapped pages they came from are released; Q, K and
+ * (nr_kern_pack) and the mapped pages they came from are released;
+ * with int8 (nr_bert_open's int8 flag) they are quantized instead
+ * (nr_kern_pack_i8: int8 per output channel, ~1/4 of the fp32 bytes, and
+ * only that copy is kept), and every linear layer quantizes its input rows
+ * per token on the fly into one workspace sized at open for
+ * max_batch_tokens x max(H, F) bytes; embeddings, LayerNorm, attention
+ * (Q·Kᵀ, softmax, P·V), pooling and all activations between layers stay
+ * fp32. F16/BF16 files are widened to fp32 first, then quantized. Q, K and
  * V are packed as one [3H][H] matrix so one GEMM produces all three. The
  * token embedding table stays in the mapping: only the rows of tokens seen
  * are ever paged in. The forward workspace is sized once, at open, for
@@ -59,8 +66,13 @@
 
 #define MAX_WORKERS 256
 
+/* fp32 (pw) or int8 (pw8) weights of one linear layer: one of the two is packed. */
 struct bert_layer {
     struct nr_pw qkv;           /* [3H][H] packed */
+    struct nr_pw8 qkv8;         /* [3H][H] int8 (int8 models) */
+    struct nr_pw8 out8;         /* [H][H] int8 */
+    struct nr_pw8 up8;          /* [F][H] int8 */
+    struct nr_pw8 down8;        /* [H][F] int8 */
     const float *qkv_b;         /* [3H] */
     struct nr_pw out;           /* [H][H] packed */
     const float *out_b;         /* [H] */
@@ -78,6 +90,7 @@ struct nr_bert {
     struct nr_st *st; /* one of st / gguf is open */
     struct nr_gguf *gguf;
     const struct nr_kern_ops *ops;
+    int int8; /* linear layers in int8 (the pw8 fields) */
 
     const float *word_emb;            /* [vocab][H] (mapped or owned) */
     const float *pos_emb;             /* [max_pos][H] */
@@ -95,6 +108,8 @@ struct nr_bert {
     float *ctx;     /* [max_batch_tokens][H] */
     float *scratch; /* [MAX_WORKERS][max_seq] attention rows */
     int *offs;      /* [max_batch_tokens] sequence start rows */
+    void *qws;      /* int8 only: quantized rows, nr_kern_i8_ws_bytes(T, max(H, F)) */
+    size_t qws_bytes;
     size_t workspace_bytes;
 };
 
@@ -486,8 +501,24 @@ static int get_vec(struct nr_bert *m, const char *st_name, const char *gg_name, 
 }
 
 /* Pack a linear weight [rows][cols] and release the pages it came from. */
+static int pack_linear(struct nr_bert *m, const float *w, int rows, int cols, struct nr_pw *pw,
+                       struct nr_pw8 *pw8)
+{
+    int rc;
+    if (m->int8) {
+        if ((rc = nr_kern_pack_i8(m->ops, pw8, w, rows, cols, NULL)))
+            return rc;
+        m->weight_bytes += pw8->bytes;
+        return NR_OK;
+    }
+    if ((rc = nr_kern_pack(m->ops, pw, w, rows, cols)))
+        return rc;
+    m->weight_bytes += pw->bytes;
+    return NR_OK;
+}
+
 static int get_linear(struct nr_bert *m, const char *st_name, const char *gg_name, int rows,
-                      int cols, struct nr_pw *pw)
+                      int cols, struct nr_pw *pw, struct nr_pw8 *pw8)
 {
     const float *w;
     const void *src;
@@ -495,9 +526,8 @@ static int get_linear(struct nr_bert *m, const char *st_name, const char *gg_nam
     int rc = get_tensor(m, st_name, gg_name, rows, cols, &w, &src, &bytes);
     if (rc)
         return rc;
-    if ((rc = nr_kern_pack(m->ops, pw, w, rows, cols)))
+    if ((rc = pack_linear(m, w, rows, cols, pw, pw8)))
         return nr_err_set(rc, "out of memory packing %s", st_name);
-    m->weight_bytes += pw->bytes;
     nr_file_release_range(src, bytes);
     return NR_OK;
 }
@@ -548,17 +578,16 @@ static int load_layer(struct nr_bert *m, int i)
     memcpy(qkv_b, qb, (size_t)H * sizeof(float));
     memcpy(qkv_b + H, kb, (size_t)H * sizeof(float));
     memcpy(qkv_b + 2 * H, vb, (size_t)H * sizeof(float));
-    rc = nr_kern_pack(m->ops, &L->qkv, qkv, 3 * H, H);
+    rc = pack_linear(m, qkv, 3 * H, H, &L->qkv, &L->qkv8);
     nr_free(qkv);
     if (rc)
         return nr_err_set(rc, "out of memory packing QKV of layer %d", i);
-    m->weight_bytes += L->qkv.bytes;
     L->qkv_b = qkv_b;
     for (int t = 0; t < 3; t++)
         nr_file_release_range(src[t], bytes[t]);
 
     NAMES("attention.output.dense.weight", "attn_output.weight");
-    if ((rc = get_linear(m, a, b, H, H, &L->out)))
+    if ((rc = get_linear(m, a, b, H, H, &L->out, &L->out8)))
         return rc;
     NAMES("attention.output.dense.bias", "attn_output.bias");
     if ((rc = get_vec(m, a, b, H, &L->out_b)))
@@ -570,13 +599,13 @@ static int load_layer(struct nr_bert *m, int i)
     if ((rc = get_vec(m, a, b, H, &L->ln1_b)))
         return rc;
     NAMES("intermediate.dense.weight", "ffn_up.weight");
-    if ((rc = get_linear(m, a, b, F, H, &L->up)))
+    if ((rc = get_linear(m, a, b, F, H, &L->up, &L->up8)))
         return rc;
     NAMES("intermediate.dense.bias", "ffn_up.bias");
     if ((rc = get_vec(m, a, b, F, &L->up_b)))
         return rc;
     NAMES("output.dense.weight", "ffn_down.weight");
-    if ((rc = get_linear(m, a, b, H, F, &L->down)))
+    if ((rc = get_linear(m, a, b, H, F, &L->down, &L->down8)))
         return rc;
     NAMES("output.dense.bias", "ffn_down.bias");
     if ((rc = get_vec(m, a, b, H, &L->down_b)))
@@ -681,13 +710,19 @@ static int alloc_workspace(struct nr_bert *m, int max_batch_tokens)
     m->ctx = nr_aligned_alloc(64, sx);
     m->scratch = nr_aligned_alloc(64, sscr);
     m->offs = nr_malloc(soff);
-    if (!m->x || !m->big || !m->ctx || !m->scratch || !m->offs)
+    if (m->int8) {
+        m->qws_bytes =
+            nr_kern_i8_ws_bytes(max_batch_tokens, c->hidden > c->ffn ? c->hidden : c->ffn);
+        m->qws = nr_aligned_alloc(64, m->qws_bytes);
+    }
+    if (!m->x || !m->big || !m->ctx || !m->scratch || !m->offs || (m->int8 && !m->qws))
         return nr_err_set(NR_ENOMEM, "out of memory for a %d-token workspace", max_batch_tokens);
-    m->workspace_bytes = 2 * sx + sbig + sscr + soff;
+    m->workspace_bytes = 2 * sx + sbig + sscr + soff + m->qws_bytes;
     return NR_OK;
 }
 
-int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, struct nr_bert **out)
+int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
+                 struct nr_bert **out)
 {
     struct nr_bert *m;
     int rc;
@@ -701,6 +736,7 @@ int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, struct nr_
     if (!m)
         return nr_err_set(NR_ENOMEM, "out of memory opening model");
     m->ops = nr_kern_get();
+    m->int8 = int8 != 0;
     if (is_dir) {
         char st_path[4096];
         if ((rc = config_from_dir(path, &m->cfg)))
@@ -771,6 +807,10 @@ void nr_bert_close(struct nr_bert *m)
             nr_kern_pw_free(&m->layer[i].out);
             nr_kern_pw_free(&m->layer[i].up);
             nr_kern_pw_free(&m->layer[i].down);
+            nr_kern_pw8_free(&m->layer[i].qkv8);
+            nr_kern_pw8_free(&m->layer[i].out8);
+            nr_kern_pw8_free(&m->layer[i].up8);
+            nr_kern_pw8_free(&m->layer[i].down8);
         }
         nr_free(m->layer);
     }
@@ -785,6 +825,7 @@ void nr_bert_close(struct nr_bert *m)
     nr_free(m->ctx);
     nr_free(m->scratch);
     nr_free(m->offs);
+    nr_free(m->qws);
     nr_free(m);
 }
 
@@ -807,6 +848,10 @@ size_t nr_bert_weight_bytes(const struct nr_bert *m)
 size_t nr_bert_workspace_bytes(const struct nr_bert *m)
 {
     return m->workspace_bytes;
+}
+const char *nr_bert_linear_kernel(const struct nr_bert *m)
+{
+    return m->int8 && m->layer ? m->layer[0].qkv8.ops->name : m->ops->name;
 }
 
 /* ------------------------------------------------------------ forward */
@@ -917,6 +962,17 @@ static void pool_task(void *arg, int s, int worker)
     }
 }
 
+/* One linear layer in the model's precision. */
+static void linear(struct nr_bert *m, struct nr_pool *pool, const float *A, int lda,
+                   const struct nr_pw *w, const struct nr_pw8 *w8, const float *b, float *C,
+                   int ldc, int T, int act, int acc)
+{
+    if (m->int8)
+        nr_kern_linear_i8(pool, A, lda, w8, b, C, ldc, T, act, acc, m->qws, m->qws_bytes);
+    else
+        nr_kern_linear(pool, A, lda, w, b, C, ldc, T, act, acc);
+}
+
 int nr_bert_forward(struct nr_bert *m, struct nr_pool *pool, const int32_t *ids, const int *lens,
                     int n_seq, float *out)
 {
@@ -950,14 +1006,14 @@ int nr_bert_forward(struct nr_bert *m, struct nr_pool *pool, const int32_t *ids,
 
     for (int l = 0; l < c->layers; l++) {
         const struct bert_layer *L = &m->layer[l];
-        nr_kern_linear(pool, m->x, H, &L->qkv, L->qkv_b, m->big, 3 * H, T, NR_ACT_NONE, 0);
+        linear(m, pool, m->x, H, &L->qkv, &L->qkv8, L->qkv_b, m->big, 3 * H, T, NR_ACT_NONE, 0);
         nr_pool_run(pool, n_seq * c->heads, attention_task, &f);
-        nr_kern_linear(pool, m->ctx, H, &L->out, L->out_b, m->x, H, T, NR_ACT_NONE, 1);
+        linear(m, pool, m->ctx, H, &L->out, &L->out8, L->out_b, m->x, H, T, NR_ACT_NONE, 1);
         f.ln_g = L->ln1_g;
         f.ln_b = L->ln1_b;
         nr_pool_run(pool, ntask, layernorm_task, &f);
-        nr_kern_linear(pool, m->x, H, &L->up, L->up_b, m->big, c->ffn, T, NR_ACT_GELU, 0);
-        nr_kern_linear(pool, m->big, c->ffn, &L->down, L->down_b, m->x, H, T, NR_ACT_NONE, 1);
+        linear(m, pool, m->x, H, &L->up, &L->up8, L->up_b, m->big, c->ffn, T, NR_ACT_GELU, 0);
+        linear(m, pool, m->big, c->ffn, &L->down, &L->down8, L->down_b, m->x, H, T, NR_ACT_NONE, 1);
         f.ln_g = L->ln2_g;
         f.ln_b = L->ln2_b;
         nr_pool_run(pool, ntask, layernorm_task, &f);

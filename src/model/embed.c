@@ -27,8 +27,9 @@ struct nr_embedder {
     int max_batch_tokens; /* ids capacity */
     int max_seq;
     int dim;
-    int32_t *ids; /* [max_batch_tokens] */
-    int *lens;    /* [max_batch_tokens] one per sequence */
+    int precision; /* enum nr_precision */
+    int32_t *ids;  /* [max_batch_tokens] */
+    int *lens;     /* [max_batch_tokens] one per sequence */
 };
 
 void nr_embed_opts_default(struct nr_embed_opts *o)
@@ -36,6 +37,7 @@ void nr_embed_opts_default(struct nr_embed_opts *o)
     o->threads = 0;
     o->max_batch_tokens = 8192;
     o->max_seq = 0;
+    o->precision = NR_PREC_FP32;
 }
 
 int nr_embedder_open(const char *model_path, const struct nr_embed_opts *opts,
@@ -50,12 +52,16 @@ int nr_embedder_open(const char *model_path, const struct nr_embed_opts *opts,
         nr_embed_opts_default(&def);
         opts = &def;
     }
+    if (opts->precision != NR_PREC_FP32 && opts->precision != NR_PREC_INT8)
+        return nr_err_set(NR_EINVAL, "unknown embedder precision %d", opts->precision);
     budget = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : 8192;
     e = nr_calloc(1, sizeof *e);
     if (!e)
         return nr_err_set(NR_ENOMEM, "out of memory opening embedder");
     pthread_mutex_init(&e->mu, NULL);
-    if ((rc = nr_bert_open(model_path, budget < 512 ? 512 : budget, opts->max_seq, &e->model)))
+    e->precision = opts->precision;
+    if ((rc = nr_bert_open(model_path, budget < 512 ? 512 : budget, opts->max_seq,
+                           opts->precision == NR_PREC_INT8, &e->model)))
         goto fail;
     e->max_seq = nr_bert_config(e->model)->max_seq;
     e->dim = nr_bert_config(e->model)->hidden;
@@ -103,9 +109,9 @@ void nr_embedder_info(const struct nr_embedder *e, struct nr_embedder_info *info
     info->model = c->name;
     info->source = c->source;
     info->device = "cpu";
-    info->precision = "fp32";
+    info->precision = e->precision == NR_PREC_INT8 ? "int8" : "fp32";
     info->stored = c->dtype;
-    info->kernel = nr_kern_get()->name;
+    info->kernel = nr_bert_linear_kernel(e->model);
     info->dim = e->dim;
     info->max_seq = e->max_seq;
     info->threads = nr_pool_threads(e->pool);

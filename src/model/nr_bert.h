@@ -46,9 +46,12 @@ struct nr_bert;
  * Open the model at `path` (a directory or a .gguf file). `max_batch_tokens`
  * sizes the forward workspace (the most tokens one nr_bert_forward call may
  * take), allocated here once. `max_seq` > 0 overrides the configured
- * sequence cap (clamped to max_pos). On success *out owns the tokenizer too.
+ * sequence cap (clamped to max_pos). int8 != 0 quantizes the linear layers'
+ * weights to int8 (nr_kern_pack_i8; the fp32 copies are not kept) and runs
+ * them with int8 activations. On success *out owns the tokenizer too.
  */
-int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, struct nr_bert **out);
+int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
+                 struct nr_bert **out);
 void nr_bert_close(struct nr_bert *m);
 
 const struct nr_bert_config *nr_bert_config(const struct nr_bert *m);
@@ -57,6 +60,8 @@ int nr_bert_max_batch_tokens(const struct nr_bert *m);
 /* Bytes held: packed weights + copies of small tensors, and the workspace. */
 size_t nr_bert_weight_bytes(const struct nr_bert *m);
 size_t nr_bert_workspace_bytes(const struct nr_bert *m);
+/* The kernel variant that runs the linear layers ("avx512", "scalar", ...). */
+const char *nr_bert_linear_kernel(const struct nr_bert *m);
 
 /*
  * Encode n_seq sequences packed back to back in `ids` (lens[i] tokens each,
