@@ -38,7 +38,8 @@ static void embed_usage(FILE *f)
                "                    else the lines of standard input)\n"
                "  --raw             write float32 little-endian vectors instead of JSON\n"
                "  --threads N       worker threads (default: one per CPU)\n"
-               "  --max-seq N       tokens per text before truncation (default: the model's)\n");
+               "  --max-seq N       tokens per text before truncation (default: the model's)\n"
+               "  --int8            int8 linear layers (faster; cosine ~0.997 mean to fp32)\n");
 }
 
 static int write_vectors(struct out_state *o, const float *v, int n)
@@ -114,13 +115,11 @@ static int embed_stream(struct nr_embedder *e, struct out_state *o, FILE *in, co
 
 int cli_embed(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"model", required_argument, NULL, 'm'},
-                                             {"file", required_argument, NULL, 'f'},
-                                             {"raw", no_argument, NULL, 'r'},
-                                             {"threads", required_argument, NULL, 't'},
-                                             {"max-seq", required_argument, NULL, 's'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},   {"file", required_argument, NULL, 'f'},
+        {"raw", no_argument, NULL, 'r'},           {"threads", required_argument, NULL, 't'},
+        {"max-seq", required_argument, NULL, 's'}, {"int8", no_argument, NULL, '8'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     char model[4096] = "";
     const char *file = NULL;
     struct nr_embed_opts opts;
@@ -131,7 +130,7 @@ int cli_embed(int argc, char **argv)
     int c, rc = NR_OK;
 
     nr_embed_opts_default(&opts);
-    while ((c = getopt_long(argc, argv, "m:f:rt:s:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:f:rt:s:8h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm':
             snprintf(model, sizeof model, "%s", optarg);
@@ -149,6 +148,9 @@ int cli_embed(int argc, char **argv)
         case 's':
             if (nr_parse_int(optarg, 2, 65536, "--max-seq", &opts.max_seq))
                 return cli_fail("embed");
+            break;
+        case '8':
+            opts.precision = NR_PREC_INT8;
             break;
         case 'h':
             embed_usage(stdout);
