@@ -150,7 +150,7 @@ struct nr_store_doc {
     char *source;
     char *title;           /* NULL if none */
     char *media_type;      /* NULL if unknown */
-    char *metadata_json;   /* compact JSON object, or NULL */
+    char *metadata_json;   /* the JSON object as it was put, or NULL */
     char content_hash[65]; /* hex SHA-256 */
     int n_chunks;
     int64_t text_len;   /* bytes */
@@ -225,7 +225,8 @@ struct nr_store_hit {
 /*
  * BM25 full-text search: the best (at most k, 1..NR_STORE_MAX_K) chunks for
  * `query`, best first, into hits[0..*n_hits). The query is user text, never
- * FTS5 syntax: it is split into words at ASCII punctuation and spaces, each
+ * FTS5 syntax: words are runs of letters, digits and marks (everything else,
+ * punctuation, symbols, spaces, separates them, as in the FTS tokenizer), each
  * word is quoted, and the words are ORed (a chunk matches if it has any word;
  * chunks with more and rarer words rank higher). Operators (AND, OR, NOT,
  * NEAR, *, ^, column:) are plain words. A query with no words gives 0 hits,
