@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Cross-build the CPU build for aarch64 and run the kernel and base tests
-# under qemu-user, so the NEON kernels are checked against the scalar
-# reference on every x86 CI run (the product targets a Jetson Orin).
+# Cross-build the CPU build for aarch64 and run the kernel, vector index and
+# base tests under qemu-user, so the NEON kernels are checked against the
+# scalar reference on every x86 CI run (the product targets a Jetson Orin).
 #
 #   scripts/test_aarch64.sh [BUILD_DIR]      (default: build-aarch64)
 #
 # It builds the whole CPU build (everything must cross-compile); set
-# TEST_AARCH64_TARGETS="test_kern test_base" to build only those while
+# TEST_AARCH64_TARGETS="test_base test_kern test_index" to build only those while
 # iterating.
 #
 # Needs: gcc-aarch64-linux-gnu, qemu-user, and the arm64 multiarch -dev
 # package of every library CMakeLists.txt finds with pkg-config
 # (libjansson-dev:arm64, libutf8proc-dev:arm64, ...). Exits non-zero if any
-# step or test fails, or if test_kern did not test the NEON variant.
+# step or test fails, or if test_kern or test_index did not test the NEON
+# variant.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build-aarch64}
@@ -47,9 +48,12 @@ run() {
 }
 run test_base
 run test_kern
-# The NEON variant must have been tested, not just the scalar fallback.
-grep -q '^variants tested: .*neon' "$build/test_kern.log" || {
-    echo "test_aarch64: test_kern did not exercise the neon variant" >&2
-    exit 1
-}
+run test_index
+# The NEON variants must have been tested, not just the scalar fallback.
+for t in test_kern test_index; do
+    grep -q '^variants tested: .*neon' "$build/$t.log" || {
+        echo "test_aarch64: $t did not exercise the neon variant" >&2
+        exit 1
+    }
+done
 echo "test_aarch64: ok"

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -694,6 +695,58 @@ static void test_threads(void)
     free(e), free(store);
 }
 
+/* Searches on two threads while the main thread adds and removes: the lock
+ * keeps every search consistent (run it under -DNR_SANITIZE=ON or TSan). */
+struct conc {
+    struct nr_index *ix;
+    const float *q;
+    int bad, done;
+};
+
+static void *conc_reader(void *arg)
+{
+    struct conc *c = arg;
+    struct nr_index_hit h[20];
+    int nh;
+    for (int i = 0; i < 200; i++) {
+        if (nr_index_search(c->ix, NULL, c->q, 32, 20, i % 2, NULL, h, &nh))
+            c->bad++;
+        for (int j = 0; j < nh; j++) /* chunks are added with doc = chunk / 2 */
+            if (h[j].doc_id != h[j].chunk_id / 2 || (j && h[j].score > h[j - 1].score))
+                c->bad++;
+    }
+    return NULL;
+}
+
+static void test_concurrent(void)
+{
+    enum { DIM = 32 };
+    struct nr_index *ix;
+    struct conc c[2];
+    pthread_t th[2];
+    float v[DIM];
+    NR_CHECK_INT(nr_index_new(DIM, NR_INDEX_F_INT8, &ix), NR_OK);
+    rand_unit(v, DIM);
+    for (int t = 0; t < 2; t++) {
+        c[t].ix = ix, c[t].q = v, c[t].bad = 0;
+        NR_CHECK_INT(pthread_create(&th[t], NULL, conc_reader, &c[t]), 0);
+    }
+    for (int i = 0; i < 6000; i++) {
+        float w[DIM];
+        rand_unit(w, DIM);
+        NR_CHECK_INT(nr_index_add(ix, i % 2500, (i % 2500) / 2, 0, w, DIM), NR_OK);
+        if (i % 3 == 0)
+            nr_index_remove_chunk(ix, (int64_t)(rnd() % 2500));
+        if (i % 101 == 0)
+            nr_index_remove_doc(ix, (int64_t)(rnd() % 1250));
+    }
+    for (int t = 0; t < 2; t++) {
+        pthread_join(th[t], NULL);
+        NR_CHECK_INT(c[t].bad, 0);
+    }
+    nr_index_free(ix);
+}
+
 static void test_bytes(void)
 {
     struct nr_index *ix;
@@ -723,6 +776,7 @@ int main(void)
     NR_RUN(test_edges);
     NR_RUN(test_alloc_failure);
     NR_RUN(test_threads);
+    NR_RUN(test_concurrent);
     NR_RUN(test_bytes);
     return nr_test_summary();
 }
