@@ -247,6 +247,7 @@ int main(int argc, char **argv)
                 printf("  R=%d %.4f (%.2f ms)", rs[ri], recall(ex, ap, (int)nq), p50);
             }
             printf("\n");
+            fflush(stdout);
             nr_index_set_rescore(ix, NR_INDEX_DEFAULT_RESCORE);
         }
     }
