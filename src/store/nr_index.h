@@ -92,7 +92,8 @@ size_t nr_index_bytes(const struct nr_index *ix);
  * rows (tens of microseconds). */
 #define NR_INDEX_DEFAULT_RESCORE 4
 int nr_index_set_rescore(struct nr_index *ix, int r);
-/* Refuse adds past `max_rows` (1..NR_INDEX_MAX_VECTORS) new rows; NR_EINVAL else. */
+/* Refuse adds of new rows once the index holds `max_rows` (1..NR_INDEX_MAX_VECTORS;
+ * NR_EINVAL else); replacing an existing chunk stays allowed. */
 int nr_index_set_limit(struct nr_index *ix, int64_t max_rows);
 
 struct nr_index_filter {
@@ -117,7 +118,7 @@ struct nr_index_hit {
  * The scan is split over pool's threads plus the calling thread (pool NULL:
  * calling thread only); results do not depend on the thread count.
  * Allocates one workspace per call (heaps and the quantized query, about
- * threads * k * R * 16 bytes). NR_EINVAL (k, mode, a query as nr_index_add
+ * threads * k * R * 24 bytes). NR_EINVAL (k, mode, a query as nr_index_add
  * rejects, filter), NR_ENOMEM.
  */
 int nr_index_search(const struct nr_index *ix, struct nr_pool *pool, const float *query, int dim,
