@@ -2,6 +2,10 @@
 
 #include "nr_err.h"
 #include "nr_file.h"
+#include "nr_store.h"
+
+#include <errno.h>
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,4 +70,17 @@ void cli_json_string(FILE *f, const char *s)
             fputc(*p, f);
     }
     fputc('"', f);
+}
+
+int cli_open_store(char *data, size_t cap, struct nr_store **s)
+{
+    char path[4096];
+    const char *env = getenv("NANORAG_DATA");
+    if (!data[0])
+        snprintf(data, cap, "%s", env && *env ? env : "data");
+    if (mkdir(data, 0755) != 0 && errno != EEXIST)
+        return nr_err_set(NR_EIO, "cannot create the data directory %s: %s", data, strerror(errno));
+    if (nr_path_join(path, sizeof path, data, "nanorag.db"))
+        return NR_ELIMIT;
+    return nr_store_open(path, s);
 }

@@ -31,6 +31,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "embed"))
         return cli_embed(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ingest"))
+        return cli_ingest(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "search"))
+        return cli_search(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "docs"))
+        return cli_docs(argc - 1, argv + 1);
     if (!strcmp(argv[1], "status"))
         return cli_status(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

@@ -10,6 +10,14 @@
 
 int cli_embed(int argc, char **argv);
 int cli_status(int argc, char **argv);
+int cli_ingest(int argc, char **argv);
+int cli_search(int argc, char **argv);
+int cli_docs(int argc, char **argv);
+
+struct nr_store;
+/* Open the store in data dir `data` (empty: $NANORAG_DATA, else ./data;
+ * the chosen dir is written back), creating the dir if needed. */
+int cli_open_store(char *data, size_t cap, struct nr_store **s);
 
 /* The default embedding model directory (see cli_common.c); 0 or an NR error. */
 int cli_default_embed_model(char *buf, size_t cap);

@@ -18,6 +18,7 @@
 #include "nr_wordpiece.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 struct nr_embedder {
@@ -27,9 +28,10 @@ struct nr_embedder {
     int max_batch_tokens; /* ids capacity */
     int max_seq;
     int dim;
-    int precision; /* enum nr_precision */
-    int32_t *ids;  /* [max_batch_tokens] */
-    int *lens;     /* [max_batch_tokens] one per sequence */
+    int precision;      /* enum nr_precision */
+    int32_t *ids;       /* [max_batch_tokens] */
+    int *lens;          /* [max_batch_tokens] one per sequence */
+    char model_id[160]; /* "<model name>:<dim>" */
 };
 
 void nr_embed_opts_default(struct nr_embed_opts *o)
@@ -65,6 +67,7 @@ int nr_embedder_open(const char *model_path, const struct nr_embed_opts *opts,
         goto fail;
     e->max_seq = nr_bert_config(e->model)->max_seq;
     e->dim = nr_bert_config(e->model)->hidden;
+    snprintf(e->model_id, sizeof e->model_id, "%s:%d", nr_bert_config(e->model)->name, e->dim);
     e->max_batch_tokens = nr_bert_max_batch_tokens(e->model);
     if (e->max_batch_tokens < e->max_seq) {
         rc = nr_err_set(NR_EINVAL, "max_batch_tokens %d is below the model's %d-token cap",
@@ -167,4 +170,14 @@ int nr_embedder_count_tokens(const struct nr_embedder *e, const char *text, size
                             &total))
         return -1;
     return total;
+}
+
+const struct nr_wordpiece *nr_embedder_tokenizer(const struct nr_embedder *e)
+{
+    return nr_bert_tokenizer(e->model);
+}
+
+const char *nr_embedder_model_id(const struct nr_embedder *e)
+{
+    return e->model_id;
 }

@@ -61,6 +61,7 @@ struct nr_embedder_info {
 };
 
 struct nr_embedder;
+struct nr_wordpiece;
 
 void nr_embed_opts_default(struct nr_embed_opts *o);
 
@@ -84,5 +85,14 @@ int nr_embedder_embed(struct nr_embedder *e, const char *const *texts, const siz
  * truncation) — used to size chunks.
  */
 int nr_embedder_count_tokens(const struct nr_embedder *e, const char *text, size_t len);
+
+/* The embedder's tokenizer (owned by the embedder), for chunking by tokens. */
+const struct nr_wordpiece *nr_embedder_tokenizer(const struct nr_embedder *e);
+
+/*
+ * A stable name for the vector space, stored beside every vector so vectors
+ * of different models are never mixed: "<model name>:<dim>". Owned by e.
+ */
+const char *nr_embedder_model_id(const struct nr_embedder *e);
 
 #endif
