@@ -18,7 +18,9 @@
  * latency x throughput on current cores) on zmm, ymm or NEON q registers.
  */
 #define _GNU_SOURCE
+#include "nr_err.h"
 #include "nr_kern.h"
+#include "nr_str.h"
 #include "nr_mem.h"
 #include "nr_pool.h"
 
@@ -248,9 +250,12 @@ int main(int argc, char **argv)
     struct nr_pool *pool1 = nr_pool_new(1), *pool2 = nr_pool_new(2);
 
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-r") && i + 1 < argc)
-            reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "-v") && i + 1 < argc)
+        if (!strcmp(argv[i], "-r") && i + 1 < argc) {
+            if (nr_parse_int(argv[++i], 1, 1000, "-r", &reps)) {
+                fprintf(stderr, "bench_kern: %s\n", nr_err_msg());
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "-v") && i + 1 < argc)
             only = argv[++i];
         else if (!strcmp(argv[i], "-q"))
             quick = 1;

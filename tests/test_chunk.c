@@ -18,6 +18,7 @@
 
 #include "nr_chunk.h"
 #include "nr_err.h"
+#include "nr_str.h"
 #include "nr_load.h"
 #include "nr_mem.h"
 #include "nr_wordpiece.h"
@@ -293,7 +294,9 @@ static void test_random_text_invariants(void)
     };
     /* NR_CHUNK_STRESS=N runs N texts instead of 120 (seeded by N too). */
     const char *env = getenv("NR_CHUNK_STRESS");
-    int iters = env && atoi(env) > 0 ? atoi(env) : 120, runs = 0;
+    int iters = 120, runs = 0;
+    if (env && nr_parse_int(env, 1, 1000000, "NR_CHUNK_STRESS", &iters))
+        iters = 120;
     if (env)
         g_rng ^= (uint64_t)iters * 0x2545F4914F6CDD1Dull;
     for (int it = 0; it < iters; it++) {
@@ -320,7 +323,7 @@ static void test_random_text_invariants(void)
         o = opts(cfg[c].target, cfg[c].max, cfg[c].overlap, cfg[c].max_bytes);
         snprintf(what, sizeof what, "run %d (kind %u, cfg %d, %zu bytes)", it, kind, c, b.n);
         l = chunk_checked(&d, &o, what);
-        if (getenv("DUMP_RUN") && atoi(getenv("DUMP_RUN")) == it) {
+        if (getenv("DUMP_RUN") && strtol(getenv("DUMP_RUN"), NULL, 10) == it) {
             FILE *f = fopen("/tmp/ing/run.txt", "wb");
             fwrite(b.p, 1, b.n, f);
             fclose(f);

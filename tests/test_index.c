@@ -194,8 +194,8 @@ static void test_kernels(void)
         const struct nr_index_kern *kn = nr_index_kern_by_name(variant_names[vi]);
         if (!kn)
             continue;
-        strcat(tested, tested[0] ? " " : "");
-        strcat(tested, kn->name);
+        snprintf(tested + strlen(tested), sizeof tested - strlen(tested), "%s%s",
+                 tested[0] ? " " : "", kn->name);
         for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
                 int dimp = dims[di], n = ns[ni], dq = (dimp + 63) & ~63;

@@ -167,8 +167,9 @@ static void collect_variants(void)
         const struct nr_kern_ops *ops = nr_kern_by_name(all_names[i]);
         if (ops) {
             vars[nvars++] = ops;
-            strcat(tested_names, tested_names[0] ? " " : "");
-            strcat(tested_names, ops->name);
+            snprintf(tested_names + strlen(tested_names),
+                     sizeof tested_names - strlen(tested_names), "%s%s", tested_names[0] ? " " : "",
+                     ops->name);
         }
     }
 }

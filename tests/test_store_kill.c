@@ -28,6 +28,7 @@
 #include "nr_test.h"
 
 #include "nr_err.h"
+#include "nr_str.h"
 #include "nr_mem.h"
 #include "nr_sha256.h"
 #include "nr_store.h"
@@ -370,17 +371,17 @@ static int check_vector_cb(void *ctx, int64_t chunk_id, int64_t doc_id, int64_t 
 static void test_kill9_during_ingest(void)
 {
     const char *env_kills = getenv("NR_KILL_POINTS");
-    int n_kills = env_kills ? atoi(env_kills) : 250;
+    int n_kills = 250;
     int next_op = 0, acked_total = 0, cycles = 0, killed = 0;
     int inflight_applied = 0, inflight_lost = 0; /* unacknowledged op committed / not */
     double reopen_max = 0, reopen_sum = 0;
     struct timespec t_start, t_end;
     unsigned seed = (unsigned)time(NULL);
 
-    if (n_kills < 1)
+    if (env_kills && nr_parse_int(env_kills, 1, 1000000, "NR_KILL_POINTS", &n_kills))
         n_kills = 250;
     if (getenv("NR_KILL_SEED"))
-        seed = (unsigned)atoi(getenv("NR_KILL_SEED"));
+        seed = (unsigned)strtoul(getenv("NR_KILL_SEED"), NULL, 10);
     srand(seed);
     printf("  %d kill points, seed %u (NR_KILL_SEED repeats a run)\n", n_kills, seed);
     for (int k = 0; k < MAX_OPS; k++)

@@ -24,8 +24,8 @@
 #include <sched.h>
 #include <unistd.h>
 
-#define SPIN_ITERS 2000   /* pause loops: ~50 us on Zen 4 */
-#define YIELD_ITERS 200   /* sched_yield calls before sleeping */
+#define SPIN_ITERS  2000 /* pause loops: ~50 us on Zen 4 */
+#define YIELD_ITERS 200  /* sched_yield calls before sleeping */
 
 struct nr_pool {
     int nthreads;  /* workers + the calling thread */
