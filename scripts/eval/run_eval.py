@@ -179,8 +179,10 @@ def main():
                          "top": [f"{os.path.basename(h['source'])}#{h.get('page', 0)}"
                                  for h in hits[:3]]}
         per_q.append(res)
-        print(f"\r  searched {i}/{len(qs)} questions x {len(MODES)} modes", end="", flush=True)
-    print(f"  ({time.monotonic() - t0:.0f} s)")
+        if sys.stdout.isatty():
+            print(f"\r  searched {i}/{len(qs)} questions x {len(MODES)} modes", end="", flush=True)
+    print(f"\r  searched {len(qs)} questions x {len(MODES)} modes in "
+          f"{time.monotonic() - t0:.0f} s")
 
     def metrics(rows, mode):
         n = len(rows)
