@@ -190,9 +190,64 @@ static void test_ingest_then_search(void)
     nr_store_close(s);
 }
 
+/* include/exclude globs, and a 100 MB file in the batch: refused by size
+ * before it is read, while the rest of the batch goes in. */
+static void test_globs_and_huge_file(void)
+{
+    char sub[400], big[420], p[420];
+    struct nr_store *s = NULL;
+    struct nr_ingest_opts o;
+    struct counts c = {0};
+    struct nr_ingest_summary sum;
+    const char *paths[1];
+    const char *inc[] = {"*.md", "*.txt"}, *exc[] = {"skip*"};
+    FILE *f;
+
+    if (!setup())
+        return;
+    snprintf(sub, sizeof sub, "%s/globs", dir);
+    mkdir(sub, 0755);
+    snprintf(p, sizeof p, "%s/a.md", sub);
+    f = fopen(p, "wb");
+    fputs("# Alpha\n\nThe alpha document talks about lighthouses.\n", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/skip_me.md", sub);
+    f = fopen(p, "wb");
+    fputs("excluded by the glob\n", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/b.html", sub);
+    f = fopen(p, "wb");
+    fputs("<p>not included</p>", f);
+    fclose(f);
+    snprintf(big, sizeof big, "%s/huge.txt", sub);
+    f = fopen(big, "wb");
+    NR_CHECK(f && ftruncate(fileno(f), 100L << 20) == 0); /* 100 MB, sparse */
+    fclose(f);
+
+    unlink(db);
+    NR_CHECK_INT(nr_store_open(db, &s), NR_OK);
+    if (!s)
+        return;
+    nr_ingest_opts_default(&o);
+    o.include = inc;
+    o.n_include = 2;
+    o.exclude = exc;
+    o.n_exclude = 1;
+    paths[0] = sub;
+    NR_CHECK_INT(nr_ingest_paths(s, emb, paths, 1, &o, count_file, NULL, &c, &sum), NR_OK);
+    NR_CHECK_INT(c.added, 1);  /* a.md */
+    NR_CHECK_INT(c.failed, 1); /* huge.txt: over the size limit */
+    NR_CHECK_INT(sum.added + sum.failed + sum.unchanged + sum.replaced, 2); /* b.html, skip_me.md
+                                                                              never walked */
+    NR_CHECK_INT(nr_store_check(s), NR_OK);
+    nr_store_close(s);
+    unlink(big);
+}
+
 int main(void)
 {
     NR_RUN(test_ingest_then_search);
+    NR_RUN(test_globs_and_huge_file);
     nr_embedder_close(emb);
     return nr_test_summary();
 }

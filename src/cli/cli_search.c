@@ -212,7 +212,7 @@ int cli_docs(int argc, char **argv)
         argc -= 2;
     }
     if (!strcmp(what, "--help") || !strcmp(what, "-h")) {
-        printf("usage: nanorag docs [list | show ID | remove ID] [--data DIR]\n");
+        printf("usage: nanorag docs [list | show ID | remove ID | check] [--data DIR]\n");
         return 0;
     }
     if ((!strcmp(what, "show") || !strcmp(what, "remove")) &&
@@ -247,12 +247,15 @@ int cli_docs(int argc, char **argv)
                    (long long)d->text_len);
             nr_store_doc_free(d);
         }
+    } else if (!strcmp(what, "check")) {
+        if ((rc = nr_store_check(s)) == NR_OK)
+            printf("store ok\n");
     } else if (!strcmp(what, "remove")) {
         if ((rc = nr_store_remove(s, id)) == NR_OK)
             printf("removed document %lld\n", (long long)id);
     } else {
         nr_store_close(s);
-        fprintf(stderr, "nanorag: docs: unknown action \"%s\" (list, show, remove)\n", what);
+        fprintf(stderr, "nanorag: docs: unknown action \"%s\" (list, show, remove, check)\n", what);
         return 2;
     }
     nr_store_close(s);
