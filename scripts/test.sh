@@ -4,7 +4,8 @@
 #      and Hugging Face references;
 #   2. the same tests under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the aarch64 cross build, kernel tests (NEON) under qemu-user;
-#   4. a CUDA compile check when nvcc is present (no GPU needed).
+#   4. a CUDA compile check when nvcc is present (no GPU needed);
+#   5. the retrieval evaluation on Debian-packaged docs (scripts/eval/run.sh).
 # Ends with one summary line; exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,11 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
         -DNR_CUDA=ON >/dev/null && cmake --build build-cuda -j"$(nproc)" >/dev/null &&
         build-cuda/nanorag status --no-model'
 fi
+# Retrieval round trip on a real corpus: Debian documentation packages
+# (txt, md, html, pdf) installed and assembled by scripts/eval/setup_corpus.sh,
+# ingested by the release build, 66 questions searched in every mode; fails if
+# ingest or search fails or a question's passage is in no stored chunk.
+step eval bash -c 'NANORAG=build/nanorag scripts/eval/run.sh'
 step format bash -c 'cmake --build build --target format-check'
 
 echo
