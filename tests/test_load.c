@@ -21,6 +21,7 @@
 #include "nr_mem.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,6 +404,24 @@ static void test_html(void)
 
 /* ------------------------------------------------------------------- pdf */
 
+/* printf into buf at *k, bounded by cap: a test fixture that outgrows its
+ * buffer fails the test instead of overflowing. */
+static void appendf(char *buf, size_t cap, size_t *k, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void appendf(char *buf, size_t cap, size_t *k, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = *k < cap ? vsnprintf(buf + *k, cap - *k, fmt, ap) : -1;
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap - *k) {
+        nr_test_fail(__FILE__, __LINE__, "test PDF buffer too small");
+        return;
+    }
+    *k += (size_t)n;
+}
+
 /* A PDF of n pages (NULL or "" = a page without text), each line of a page
  * separated by '\n' in pages[i]; offsets of the cross-reference table are
  * computed as the file is written. Caller frees. */
@@ -411,48 +430,45 @@ static char *make_pdf(const char *const *pages, int n, size_t *len)
     char *out = malloc(65536);
     size_t k = 0, offs[64];
     int nobj = 0, font = 3 + 2 * n;
-    k += (size_t)sprintf(out + k, "%%PDF-1.4\n");
+    appendf(out, 65536, &k, "%%PDF-1.4\n");
     offs[nobj++] = k;
-    k += (size_t)sprintf(out + k, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
+    appendf(out, 65536, &k, "1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n");
     offs[nobj++] = k;
-    k += (size_t)sprintf(out + k, "2 0 obj\n<< /Type /Pages /Kids [");
+    appendf(out, 65536, &k, "2 0 obj\n<< /Type /Pages /Kids [");
     for (int i = 0; i < n; i++)
-        k += (size_t)sprintf(out + k, "%d 0 R ", 3 + 2 * i);
-    k += (size_t)sprintf(out + k, "] /Count %d >>\nendobj\n", n);
+        appendf(out, 65536, &k, "%d 0 R ", 3 + 2 * i);
+    appendf(out, 65536, &k, "] /Count %d >>\nendobj\n", n);
     for (int i = 0; i < n; i++) {
         char stream[4096];
         size_t s = 0;
         const char *p = pages[i] ? pages[i] : "";
         if (*p) {
-            s += (size_t)sprintf(stream + s, "BT /F1 14 Tf 72 720 Td 16 TL ");
+            appendf(stream, sizeof stream, &s, "BT /F1 14 Tf 72 720 Td 16 TL ");
             while (*p) {
                 size_t line = strcspn(p, "\n");
-                s += (size_t)sprintf(stream + s, "(%.*s) ' ", (int)line, p);
+                appendf(stream, sizeof stream, &s, "(%.*s) ' ", (int)line, p);
                 p += line + (p[line] == '\n');
             }
-            s += (size_t)sprintf(stream + s, "ET");
+            appendf(stream, sizeof stream, &s, "ET");
         }
         offs[nobj++] = k;
-        k +=
-            (size_t)sprintf(out + k,
-                            "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                            "/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>\nendobj\n",
-                            3 + 2 * i, font, 4 + 2 * i);
+        appendf(out, 65536, &k,
+                "%d 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+                "/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>\nendobj\n",
+                3 + 2 * i, font, 4 + 2 * i);
         offs[nobj++] = k;
-        k += (size_t)sprintf(out + k,
-                             "%d 0 obj\n<< /Length %zu >>\nstream\n%.*s\nendstream\nendobj\n",
-                             4 + 2 * i, s, (int)s, stream);
+        appendf(out, 65536, &k, "%d 0 obj\n<< /Length %zu >>\nstream\n%.*s\nendstream\nendobj\n",
+                4 + 2 * i, s, (int)s, stream);
     }
     offs[nobj++] = k;
-    k += (size_t)sprintf(
-        out + k, "%d 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>\nendobj\n",
-        font);
+    appendf(out, 65536, &k,
+            "%d 0 obj\n<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>\nendobj\n", font);
     size_t xref = k;
-    k += (size_t)sprintf(out + k, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
+    appendf(out, 65536, &k, "xref\n0 %d\n0000000000 65535 f \n", nobj + 1);
     for (int i = 0; i < nobj; i++)
-        k += (size_t)sprintf(out + k, "%010zu 00000 n \n", offs[i]);
-    k += (size_t)sprintf(out + k, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%zu\n%%%%EOF\n",
-                         nobj + 1, xref);
+        appendf(out, 65536, &k, "%010zu 00000 n \n", offs[i]);
+    appendf(out, 65536, &k, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%zu\n%%%%EOF\n",
+            nobj + 1, xref);
     *len = k;
     return out;
 }
@@ -705,7 +721,7 @@ static void test_pathological(void)
     /* headings only, many of them */
     n = 0;
     for (int i = 0; i < 20000; i++)
-        n += (size_t)sprintf(s + n, "%.*s H%d\n", 1 + i % 6, "######", i);
+        appendf(s, cap, &n, "%.*s H%d\n", 1 + i % 6, "######", i);
     if (OK(load_mem(s, n, NR_LOAD_MARKDOWN, NULL, &d))) {
         NR_CHECK_INT(d->n_headings, 20000);
         nr_load_doc_free(d);
