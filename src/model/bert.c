@@ -586,36 +586,37 @@ static int load_layer(struct nr_bert *m, int i)
     for (int t = 0; t < 3; t++)
         nr_file_release_range(src[t], bytes[t]);
 
-    NAMES("attention.output.dense.weight", "attn_output.weight");
-    if ((rc = get_linear(m, a, b, H, H, &L->out, &L->out8)))
-        return rc;
-    NAMES("attention.output.dense.bias", "attn_output.bias");
-    if ((rc = get_vec(m, a, b, H, &L->out_b)))
-        return rc;
-    NAMES("attention.output.LayerNorm.weight", "attn_output_norm.weight");
-    if ((rc = get_vec(m, a, b, H, &L->ln1_g)))
-        return rc;
-    NAMES("attention.output.LayerNorm.bias", "attn_output_norm.bias");
-    if ((rc = get_vec(m, a, b, H, &L->ln1_b)))
-        return rc;
-    NAMES("intermediate.dense.weight", "ffn_up.weight");
-    if ((rc = get_linear(m, a, b, F, H, &L->up, &L->up8)))
-        return rc;
-    NAMES("intermediate.dense.bias", "ffn_up.bias");
-    if ((rc = get_vec(m, a, b, F, &L->up_b)))
-        return rc;
-    NAMES("output.dense.weight", "ffn_down.weight");
-    if ((rc = get_linear(m, a, b, H, F, &L->down, &L->down8)))
-        return rc;
-    NAMES("output.dense.bias", "ffn_down.bias");
-    if ((rc = get_vec(m, a, b, H, &L->down_b)))
-        return rc;
-    NAMES("output.LayerNorm.weight", "layer_output_norm.weight");
-    if ((rc = get_vec(m, a, b, H, &L->ln2_g)))
-        return rc;
-    NAMES("output.LayerNorm.bias", "layer_output_norm.bias");
-    if ((rc = get_vec(m, a, b, H, &L->ln2_b)))
-        return rc;
+    {
+        /* The rest of the layer: per tensor, its names in both layouts, its
+         * shape ([rows] for vectors, cols 0) and where it goes. */
+        struct {
+            const char *st, *gg;
+            int rows, cols;
+            const float **vec; /* vectors: used in place or widened */
+            struct nr_pw *pw;  /* linear weights: packed */
+            struct nr_pw8 *pw8;
+        } t[] = {
+            {"attention.output.dense.weight", "attn_output.weight", H, H, NULL, &L->out, &L->out8},
+            {"attention.output.dense.bias", "attn_output.bias", H, 0, &L->out_b, NULL, NULL},
+            {"attention.output.LayerNorm.weight", "attn_output_norm.weight", H, 0, &L->ln1_g, NULL,
+             NULL},
+            {"attention.output.LayerNorm.bias", "attn_output_norm.bias", H, 0, &L->ln1_b, NULL,
+             NULL},
+            {"intermediate.dense.weight", "ffn_up.weight", F, H, NULL, &L->up, &L->up8},
+            {"intermediate.dense.bias", "ffn_up.bias", F, 0, &L->up_b, NULL, NULL},
+            {"output.dense.weight", "ffn_down.weight", H, F, NULL, &L->down, &L->down8},
+            {"output.dense.bias", "ffn_down.bias", H, 0, &L->down_b, NULL, NULL},
+            {"output.LayerNorm.weight", "layer_output_norm.weight", H, 0, &L->ln2_g, NULL, NULL},
+            {"output.LayerNorm.bias", "layer_output_norm.bias", H, 0, &L->ln2_b, NULL, NULL},
+        };
+        for (size_t j = 0; j < sizeof t / sizeof t[0]; j++) {
+            NAMES(t[j].st, t[j].gg);
+            rc = t[j].vec ? get_vec(m, a, b, t[j].rows, t[j].vec)
+                          : get_linear(m, a, b, t[j].rows, t[j].cols, t[j].pw, t[j].pw8);
+            if (rc)
+                return rc;
+        }
+    }
 #undef NAMES
     return NR_OK;
 }
