@@ -64,6 +64,12 @@ const char *nr_err_name(int code)
         return "not found";
     case NR_EINTERNAL:
         return "internal error";
+    case NR_EBUSY:
+        return "busy";
+    case NR_ECANCELED:
+        return "canceled";
+    case NR_EREMOTE:
+        return "remote error";
     default:
         return "unknown error";
     }

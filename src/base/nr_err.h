@@ -27,6 +27,9 @@ enum nr_status {
     NR_ELIMIT = -6,       /* a hard cap was reached */
     NR_ENOTFOUND = -7,    /* missing file, key, tensor */
     NR_EINTERNAL = -8,    /* our own invariant broke */
+    NR_EBUSY = -9,        /* all slots taken and the queue full: retry later */
+    NR_ECANCELED = -10,   /* stopped on request (client gone, cancel flag) */
+    NR_EREMOTE = -11,     /* a remote server failed or answered with an error */
 };
 
 /* Record a printf-style message for `code` and return `code`. */
