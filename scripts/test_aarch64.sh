@@ -6,13 +6,13 @@
 #   scripts/test_aarch64.sh [BUILD_DIR]      (default: build-aarch64)
 #
 # It builds the whole CPU build (everything must cross-compile); set
-# TEST_AARCH64_TARGETS="test_base test_kern test_index" to build only those while
+# TEST_AARCH64_TARGETS="test_base test_kern test_index test_quant" to build only those while
 # iterating.
 #
 # Needs: gcc-aarch64-linux-gnu, qemu-user, and the arm64 multiarch -dev
 # package of every library CMakeLists.txt finds with pkg-config
 # (libjansson-dev:arm64, libutf8proc-dev:arm64, ...). Exits non-zero if any
-# step or test fails, or if test_kern or test_index did not test the NEON
+# step or test fails, or if test_kern, test_index or test_quant did not test the NEON
 # variant.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,8 +49,9 @@ run() {
 run test_base
 run test_kern
 run test_index
+run test_quant
 # The NEON variants must have been tested, not just the scalar fallback.
-for t in test_kern test_index; do
+for t in test_kern test_index test_quant; do
     grep -q '^variants tested: .*neon' "$build/$t.log" || {
         echo "test_aarch64: $t did not exercise the neon variant" >&2
         exit 1
