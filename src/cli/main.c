@@ -16,6 +16,7 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  embed TEXT...     sentence embeddings (texts, stdin lines or --file)\n"
+            "  serve             HTTP server: Ollama, OpenAI and RAG APIs\n"
             "  status            what runs where: CPU, GPU, memory, embedder\n"
             "  version           print the version\n"
             "\n"
@@ -37,6 +38,8 @@ int main(int argc, char **argv)
         return cli_search(argc - 1, argv + 1);
     if (!strcmp(argv[1], "docs"))
         return cli_docs(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "serve"))
+        return cli_serve(argc - 1, argv + 1);
     if (!strcmp(argv[1], "status"))
         return cli_status(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

@@ -13,6 +13,7 @@ int cli_status(int argc, char **argv);
 int cli_ingest(int argc, char **argv);
 int cli_search(int argc, char **argv);
 int cli_docs(int argc, char **argv);
+int cli_serve(int argc, char **argv);
 
 struct nr_store;
 /* Open the store in data dir `data` (empty: $NANORAG_DATA, else ./data;

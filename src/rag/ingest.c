@@ -228,8 +228,9 @@ static int ingest_doc(struct nr_store *s, struct nr_embedder *e, const char *sou
     {
         struct nr_doc_in d = {.collection = o->collection,
                               .source = source,
-                              .title = doc->title,
+                              .title = o->title ? o->title : doc->title,
                               .media_type = nr_load_type_media(doc->type),
+                              .metadata_json = o->metadata_json,
                               .text = doc->text,
                               .text_len = doc->len,
                               .content_hash = hash};

@@ -36,6 +36,8 @@ struct nr_ingest_opts {
     int n_exclude;
     struct nr_chunk_opts chunk;
     struct nr_load_opts load;
+    const char *title;         /* nr_ingest_mem: title to store instead of the loader's; NULL */
+    const char *metadata_json; /* nr_ingest_mem: metadata JSON object to store; NULL: none */
 };
 
 enum nr_ingest_status {
