@@ -46,12 +46,16 @@ scripts/fetch_models.sh
 
 if [ $want_test = 1 ]; then
     # Python tools for the tests: `gguf` (an independent GGUF writer) converts
-    # the default model so the GGUF loader is tested on a real file.
+    # the default model so the GGUF loader is tested on a real file; `ollama`
+    # and `openai` drive the server (tests/test_server.py).
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
     .venv/bin/python -c 'import gguf, numpy' 2>/dev/null ||
         .venv/bin/python -m pip install --quiet "gguf==0.19.0" "numpy<3"
+    # the official clients the server tests drive nanorag serve with
+    .venv/bin/python -c 'import ollama, openai' 2>/dev/null ||
+        .venv/bin/python -m pip install --quiet "ollama==0.6.3" "openai==3.51.0"
     m=models/all-MiniLM-L6-v2
     [ -f $m/model-f32.gguf ] || .venv/bin/python scripts/make_gguf.py $m $m/model-f32.gguf
     [ -f $m/model-f16.gguf ] || .venv/bin/python scripts/make_gguf.py $m $m/model-f16.gguf --f16

@@ -426,7 +426,9 @@ int nr_http_json_body(struct nr_http_req *r, json_t **out)
     *out = NULL;
     if (r->body_len == 0)
         return nr_http_error(r, 400, "the request needs a JSON body");
-    j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &e);
+    /* integers as doubles: a huge number is then a range error naming its
+     * field (srv_int), not a parse error; ids stay exact below 2^53 */
+    j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &e);
     if (!j)
         return nr_http_error(r, 400, "malformed JSON at line %d column %d: %s", e.line, e.column,
                              e.text);

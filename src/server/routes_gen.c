@@ -39,6 +39,11 @@ int srv_llm_count_tokens(struct nr_server *s, const char *text, size_t len)
 
 static int no_generator(struct nr_http_req *r)
 {
+    json_t *body;
+    int st;
+    if ((st = nr_http_json_body(r, &body)))
+        return st;
+    json_decref(body);
     return nr_http_error(r, 503, "no generator: start the server with --llm MODEL");
 }
 

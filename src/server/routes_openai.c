@@ -63,7 +63,7 @@ int route_openai_embeddings(void *ud, struct nr_http_req *r)
     b64 = !strcmp(fmt, "base64");
     input = json_object_get(body, "input");
     if (json_is_array(input) && json_array_size(input) > 0 &&
-        (json_is_integer(json_array_get(input, 0)) || json_is_array(json_array_get(input, 0)))) {
+        (json_is_number(json_array_get(input, 0)) || json_is_array(json_array_get(input, 0)))) {
         st = nr_http_error(r, 400, "field 'input' holds token ids: send text instead");
         goto done;
     }

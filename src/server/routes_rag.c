@@ -30,6 +30,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -525,9 +526,13 @@ int route_search(void *ud, struct nr_http_req *r)
         {
             if (json_is_string(val))
                 snprintf(meta_val, sizeof meta_val, "%s", json_string_value(val));
-            else if (json_is_integer(val))
-                snprintf(meta_val, sizeof meta_val, "%lld", (long long)json_integer_value(val));
-            else if (json_is_boolean(val) || json_is_null(val))
+            else if (json_is_number(val)) {
+                double d = json_number_value(val);
+                if (d == floor(d) && fabs(d) < 1e15)
+                    snprintf(meta_val, sizeof meta_val, "%lld", (long long)d);
+                else
+                    snprintf(meta_val, sizeof meta_val, "%.17g", d);
+            } else if (json_is_boolean(val) || json_is_null(val))
                 snprintf(meta_val, sizeof meta_val, "%s",
                          json_is_null(val)   ? "null"
                          : json_is_true(val) ? "true"

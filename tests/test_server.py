@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""`nanorag serve` as clients see it: a real server on a free loopback port,
+driven by the official `ollama` and `openai` Python clients (from .venv,
+scripts/setup.sh --test) and by plain http.client.
+
+    python3 tests/test_server.py path/to/nanorag
+
+Covers: models listing, embed single/batch through both APIs (vectors equal
+`nanorag embed` and sentence-transformers' fixture), float and base64,
+dimensions, truncate; document upload (multipart and JSON), list, get,
+delete, collections, search; coalesced concurrent embeds; every route with
+malformed JSON, wrong types, missing fields, out-of-range numbers, oversized
+bodies, unknown models, bad ids, unknown routes and wrong methods (4xx with
+a JSON error); Host / Origin / API-key checks; metrics; and, when the
+server has a generator, generate/chat streamed and not, an aborted stream
+freeing its slot, and overload answered 503 with Retry-After at once.
+"""
+import base64
+import http.client
+import json
+import math
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
+
+try:
+    import ollama
+    import openai
+except ImportError:
+    # the clients live in .venv (scripts/setup.sh --test): run there
+    if os.path.exists(VENV_PY) and not os.environ.get("NR_TEST_REEXEC"):
+        os.environ["NR_TEST_REEXEC"] = "1"
+        os.execv(VENV_PY, [VENV_PY] + sys.argv)
+    print("FAIL the ollama and openai clients are missing: run scripts/setup.sh --test")
+    sys.exit(1)
+
+NR = os.path.abspath(sys.argv[1])
+REF = json.load(open(os.path.join(ROOT, "tests", "fixtures", "embed_ref.json"), encoding="utf-8"))
+LLM = os.environ.get("NR_TEST_LLM", os.path.join(ROOT, "models", "smollm2-135m-instruct",
+                                                  "SmolLM2-135M-Instruct.Q4_1.gguf"))
+passed = failed = 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+        print("ok   " + name)
+    else:
+        failed += 1
+        print("FAIL " + name + (": " + str(detail)[:500] if detail else ""))
+    sys.stdout.flush()
+
+
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) + 1e-30)
+
+
+class Server:
+    """One `nanorag serve` process on port 0 (the kernel picks a free one)."""
+
+    def __init__(self, *args, data=None):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.data = data or os.path.join(self.tmp.name, "data")
+        self.proc = subprocess.Popen([NR, "serve", "--listen", "127.0.0.1:0", "--data", self.data]
+                                     + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode()
+        if "listening on" not in line:
+            err = self.proc.stderr.read().decode(errors="replace")
+            raise RuntimeError("server did not start: " + line + err)
+        self.port = int(line.rsplit(":", 1)[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = "killed after 30 s"
+        self.tmp.cleanup()
+        return rc
+
+
+def req(srv, method, path, body=None, headers=None, timeout=120):
+    """(status, headers dict (lowercase), body bytes)."""
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+    elif isinstance(body, str):
+        body = body.encode()
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=timeout)
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def raw_req(srv, data):
+    """Send raw bytes (possibly cut off by the server) and parse what comes back:
+    (status, body bytes); (0, b"") when nothing came."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    try:
+        s.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered before reading the whole body, as it should
+    out = b""
+    try:
+        s.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    if not out.startswith(b"HTTP/1."):
+        return 0, b""
+    head, _, body = out.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def f32(v):
+    return [struct.unpack("f", struct.pack("f", x))[0] for x in v]
+
+
+def jreq(srv, method, path, body=None, headers=None):
+    st, h, data = req(srv, method, path, body, headers)
+    try:
+        return st, h, json.loads(data)
+    except ValueError:
+        return st, h, data
+
+
+def is_json_error(data):
+    """{"error": "msg"} or OpenAI's {"error": {"message": "msg"}} with a non-empty message."""
+    try:
+        e = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    if isinstance(e, dict):
+        e = e.get("message")
+    return isinstance(e, str) and len(e) > 0
+
+
+def expect_error(srv, name, method, path, body, status, headers=None, needle=None):
+    st, h, data = req(srv, method, path, body, headers)
+    ok = st == status and is_json_error(data) and (needle is None or needle in data.decode())
+    check("%s -> %d" % (name, status), ok, "%d %s" % (st, data[:300]))
+    return h
+
+
+def multipart(fields):
+    """fields: list of (name, filename or None, bytes). Returns (body, content type)."""
+    b = "----nanorag-test-7d1f"
+    out = b""
+    for name, fn, data in fields:
+        out += b"--" + b.encode() + b"\r\n"
+        disp = 'form-data; name="%s"' % name + ('; filename="%s"' % fn if fn else "")
+        out += b"Content-Disposition: " + disp.encode() + b"\r\n"
+        if fn:
+            out += b"Content-Type: application/octet-stream\r\n"
+        out += b"\r\n" + data + b"\r\n"
+    out += b"--" + b.encode() + b"--\r\n"
+    return out, "multipart/form-data; boundary=" + b
+
+
+# ---------------------------------------------------------------- basics
+
+srv = Server("--llm", "none")
+st, h, data = req(srv, "GET", "/")
+check("GET / answers like Ollama", st == 200 and data == b"Ollama is running")
+st, h, data = req(srv, "HEAD", "/")
+check("HEAD / 200 without a body", st == 200 and data == b"")
+st, h, j = jreq(srv, "GET", "/health")
+check("GET /health", st == 200 and j.get("status") == "ok")
+st, h, j = jreq(srv, "GET", "/api/version")
+check("GET /api/version", st == 200 and isinstance(j.get("version"), str))
+
+oc = ollama.Client(host=srv.url)
+oa = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+
+tags = oc.list()
+names = [m.model for m in tags.models]
+check("ollama list() shows the embedder", "all-MiniLM-L6-v2" in names, names)
+show = oc.show("all-minilm")
+check("ollama show(all-minilm)", "embedding" in (show.capabilities or []), show)
+ps = oc.ps()
+check("ollama ps()", len(ps.models) >= 1)
+models = [m.id for m in oa.models.list()]
+check("openai models.list()", "all-MiniLM-L6-v2" in models, models)
+
+# ---------------------------------------------------------------- embeddings
+
+texts = ["What is the capital of France?", "Hello, world!",
+         "Café crème brûlée à la française, s'il vous plaît."]
+cli = json.loads(subprocess.run([NR, "embed"] + texts, capture_output=True, check=True).stdout)
+cli_vecs = cli["embeddings"]
+ref = [REF["vectors"][REF["texts"].index(t)] for t in texts]
+
+r = oc.embed(model="all-minilm", input=texts)
+check("ollama embed batch: 3 vectors of 384", len(r.embeddings) == 3 and
+      all(len(v) == 384 for v in r.embeddings))
+check("ollama embed batch == nanorag embed", [list(v) for v in r.embeddings] == cli_vecs)
+check("ollama embed batch ~ sentence-transformers (cos >= 0.9999)",
+      all(cos(a, b) >= 0.9999 for a, b in zip(r.embeddings, ref)))
+check("ollama embed: prompt_eval_count > 0", (r.prompt_eval_count or 0) > 0)
+r1 = oc.embed(model="all-minilm:latest", input=texts[0])
+check("ollama embed single == nanorag embed", list(r1.embeddings[0]) == cli_vecs[0])
+r2 = oc.embeddings(model="all-MiniLM-L6-v2", prompt=texts[1])
+check("ollama embeddings (legacy) == nanorag embed", list(r2.embedding) == cli_vecs[1])
+rd = oc.embed(model="all-minilm", input=texts[0], dimensions=64)
+v = rd.embeddings[0]
+check("ollama embed dimensions=64: 64 dims, unit norm",
+      len(v) == 64 and abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5)
+
+e = oa.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # client asks for base64
+check("openai embeddings (base64) == nanorag embed (as float32)",
+      [f32(d.embedding) for d in e.data] == [f32(v) for v in cli_vecs])
+check("openai embeddings usage", e.usage.prompt_tokens > 0)
+ef = oa.embeddings.create(model="all-MiniLM-L6-v2", input=texts[2], encoding_format="float")
+check("openai embeddings (float) == nanorag embed", ef.data[0].embedding == cli_vecs[2])
+st, h, j = jreq(srv, "POST", "/v1/embeddings",
+                {"model": "all-MiniLM-L6-v2", "input": "x", "encoding_format": "base64"})
+raw = base64.b64decode(j["data"][0]["embedding"]) if st == 200 else b""
+check("base64 is 384 little-endian float32", len(raw) == 384 * 4)
+
+long_text = "word " * 600
+expect_error(srv, "ollama embed truncate=false past the window", "POST", "/api/embed",
+             {"model": "all-minilm", "input": long_text, "truncate": False}, 400, needle="tokens")
+st, h, j = jreq(srv, "POST", "/api/embed", {"model": "all-minilm", "input": long_text})
+check("ollama embed truncates by default", st == 200 and len(j["embeddings"][0]) == 384)
+
+# concurrent requests are coalesced and each gets its own vectors
+pool_texts = [REF["texts"][i] for i in range(2, 34)]
+results = [None] * len(pool_texts)
+
+
+def worker(i):
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+    c.request("POST", "/api/embed", json.dumps({"model": "all-minilm", "input": pool_texts[i]}))
+    results[i] = json.loads(c.getresponse().read())["embeddings"][0]
+    c.close()
+
+
+_, _, before = req(srv, "GET", "/metrics")
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(pool_texts))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+check("32 concurrent embeds: each matches its reference (cos >= 0.9999)",
+      all(r is not None and cos(r, REF["vectors"][REF["texts"].index(t)]) >= 0.9999
+          for r, t in zip(results, pool_texts)))
+_, _, metrics = req(srv, "GET", "/metrics")
+metrics = metrics.decode()
+
+
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+passes = metric(metrics, "nanorag_embed_passes_total") - metric(before.decode(),
+                                                                  "nanorag_embed_passes_total")
+check("metrics: request counters per route", 'nanorag_http_requests_total{route="api_embed",'
+      'code="2xx"}' in metrics)
+check("metrics: latency histogram", 'nanorag_http_request_seconds_bucket{route="api_embed"'
+      in metrics)
+check("metrics: embeddings, queues, memory", all(k in metrics for k in (
+    "nanorag_embed_texts_total", "nanorag_queue_depth{", "nanorag_memory_bytes{")))
+print("     (32 concurrent embeds took %d embedder passes)" % passes)
+check("concurrent embeds were coalesced (fewer passes than requests)", 0 < passes <= 32)
+
+# ---------------------------------------------------------------- documents
+
+doc_text = ("Jetson Orin Nano has 8 GB of memory shared by the CPU and the GPU. "
+            "The quokka is a small marsupial that lives on Rottnest Island.")
+st, h, j = jreq(srv, "POST", "/v1/documents", {"text": doc_text, "title": "Facts",
+                                               "collection": "notes", "metadata": {"lang": "en"}})
+check("JSON upload -> 201 added", st == 201 and j.get("status") == "added" and j["chunks"] >= 1, j)
+doc1 = j.get("id")
+st, h, j = jreq(srv, "POST", "/v1/documents", {"text": doc_text, "title": "Facts",
+                                               "collection": "notes", "metadata": {"lang": "en"}})
+check("same JSON upload again -> unchanged, same id", st == 200 and j.get("status") ==
+      "unchanged" and j.get("id") == doc1, j)
+md = b"# Wombats\n\nWombats produce cube-shaped droppings.\n\n## Habitat\n\nThey dig burrows.\n"
+body, ct = multipart([("file", "../../etc/wombats.md", md), ("collection", None, b"animals"),
+                      ("metadata", None, b'{"kind": "animal"}')])
+st, h, j = jreq(srv, "POST", "/v1/documents", body, {"Content-Type": ct})
+check("multipart upload -> 201, directory part of the name dropped",
+      st == 201 and j.get("source") == "wombats.md" and j.get("collection") == "animals", j)
+doc2 = j.get("id")
+st, h, j = jreq(srv, "GET", "/v1/documents")
+ids = [d["id"] for d in j.get("documents", [])]
+check("list documents", st == 200 and doc1 in ids and doc2 in ids, j)
+st, h, j = jreq(srv, "GET", "/v1/documents?collection=animals")
+check("list documents of a collection", st == 200 and [d["id"] for d in j["documents"]] == [doc2])
+st, h, j = jreq(srv, "GET", "/v1/documents/%d?text=1" % doc1)
+check("get document: metadata, title, text", st == 200 and j.get("title") == "Facts" and
+      j.get("metadata") == {"lang": "en"} and j.get("text") == doc_text, j)
+st, h, j = jreq(srv, "GET", "/v1/collections")
+cols = {c["name"]: c for c in j.get("collections", [])}
+check("collections", st == 200 and cols.get("notes", {}).get("documents") == 1 and
+      cols.get("animals", {}).get("documents") == 1, j)
+
+for mode in ("vector", "bm25", "hybrid"):
+    st, h, j = jreq(srv, "POST", "/v1/search", {"query": "quokka marsupial", "k": 3, "mode": mode})
+    hit = j["hits"][0] if st == 200 and j.get("hits") else {}
+    check("search %s finds the passage with its offsets" % mode,
+          hit.get("doc_id") == doc1 and doc_text[hit["start"]:hit["end"]] == hit["text"] and
+          "quokka" in hit["snippet"], j)
+st, h, j = jreq(srv, "POST", "/v1/search", {"query": "burrows", "collection": "notes"})
+check("search restricted to a collection", st == 200 and
+      all(x["doc_id"] == doc1 for x in j["hits"]), j)
+st, h, j = jreq(srv, "POST", "/v1/search", {"query": "droppings", "filters": {"kind": "animal"}})
+check("search with a metadata filter", st == 200 and len(j["hits"]) >= 1 and
+      all(x["doc_id"] == doc2 for x in j["hits"]), j)
+st, h, j = jreq(srv, "DELETE", "/v1/documents/%d" % doc2)
+check("delete document", st == 200 and j.get("deleted") == doc2)
+expect_error(srv, "get a deleted document", "GET", "/v1/documents/%d" % doc2, None, 404)
+expect_error(srv, "delete it again", "DELETE", "/v1/documents/%d" % doc2, None, 404)
+st, h, j = jreq(srv, "POST", "/v1/search", {"query": "wombats cube droppings", "mode": "vector"})
+check("a deleted document leaves the index", st == 200 and
+      all(x["doc_id"] != doc2 for x in j["hits"]), j)
+
+# ---------------------------------------------------------------- bad requests
+
+E = "all-minilm"
+json_routes = ["/api/embed", "/api/embeddings", "/api/show", "/api/generate", "/api/chat",
+               "/v1/embeddings", "/v1/chat/completions", "/v1/completions", "/v1/search",
+               "/v1/documents", "/v1/tokenize", "/v1/ask"]
+for route in json_routes:
+    expect_error(srv, "%s malformed JSON" % route, "POST", route, '{"model": "x",', 400)
+    expect_error(srv, "%s body not an object" % route, "POST", route, '[1, 2]', 400)
+    expect_error(srv, "%s empty body" % route, "POST", route, "", 400)
+    expect_error(srv, "%s invalid UTF-8" % route, "POST", route, b'{"model": "\xff\xfe"}', 400)
+    big = b'{"input": "' + b"a" * (2 << 20) + b'"}'
+    st, data = raw_req(srv, b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                       b"application/json\r\nContent-Length: %d\r\n\r\n" %
+                       (route.encode(), len(big)) + big)
+    check("%s 2 MiB body -> 413" % route, st == 413 and b"limit" in data, st)
+    st, data = raw_req(srv, b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: "
+                       b"chunked\r\nConnection: close\r\n\r\n" % route.encode() +
+                       b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in
+                                [big[i:i + 65536] for i in range(0, len(big), 65536)]) +
+                       b"0\r\n\r\n")
+    check("%s 2 MiB chunked body -> 413" % route, st == 413 and b"limit" in data, st)
+
+cases = [
+    ("/api/embed", {"input": "x"}, 400, "model"),
+    ("/api/embed", {"model": 5, "input": "x"}, 400, "model"),
+    ("/api/embed", {"model": E}, 400, "input"),
+    ("/api/embed", {"model": E, "input": 5}, 400, "input"),
+    ("/api/embed", {"model": E, "input": [1, 2]}, 400, "input"),
+    ("/api/embed", {"model": E, "input": []}, 400, "input"),
+    ("/api/embed", {"model": E, "input": ["x"] * 257}, 413, "input"),
+    ("/api/embed", {"model": E, "input": "x", "truncate": "yes"}, 400, "truncate"),
+    ("/api/embed", {"model": E, "input": "x", "dimensions": 0}, 400, "dimensions"),
+    ("/api/embed", {"model": E, "input": "x", "dimensions": 385}, 400, "dimensions"),
+    ("/api/embed", {"model": E, "input": "x", "dimensions": -1}, 400, "dimensions"),
+    ("/api/embed", {"model": E, "input": "x", "dimensions": 1e308}, 400, "dimensions"),
+    ("/api/embed", {"model": E, "input": "x", "dimensions": None}, 400, "dimensions"),
+    ("/api/embed", {"model": E, "input": "x", "dimensions": "8"}, 400, "dimensions"),
+    ("/api/embed", {"model": E, "input": "x", "options": 3}, 400, "options"),
+    ("/api/embed", {"model": "nonexistent-model", "input": "x"}, 404, "not found"),
+    ("/api/embeddings", {"model": E}, 400, "prompt"),
+    ("/api/embeddings", {"model": E, "prompt": ["a"]}, 400, "prompt"),
+    ("/api/embeddings", {"model": "llama9:70b", "prompt": "a"}, 404, "not found"),
+    ("/api/show", {}, 400, "model"),
+    ("/api/show", {"model": "nonexistent-model"}, 404, "not found"),
+    ("/v1/embeddings", {"input": "x"}, 400, "model"),
+    ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}, 404, "does not exist"),
+    ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": [[1, 2]]}, 400, "token"),
+    ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "x", "encoding_format": "int8"},
+     400, "encoding_format"),
+    ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "x", "dimensions": 10**20}, 400,
+     "dimensions"),
+    ("/v1/search", {}, 400, "query"),
+    ("/v1/search", {"query": ""}, 400, "query"),
+    ("/v1/search", {"query": 7}, 400, "query"),
+    ("/v1/search", {"query": "x", "k": 0}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "k": -1}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "k": 201}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "k": 1e308}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "k": 2.5}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "k": "5"}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "k": None}, 400, "'k'"),
+    ("/v1/search", {"query": "x", "mode": "fuzzy"}, 400, "mode"),
+    ("/v1/search", {"query": "x", "collection": "../etc"}, 400, "collection"),
+    ("/v1/search", {"query": "x", "min_score": 2}, 400, "min_score"),
+    ("/v1/search", {"query": "x", "doc_id": 0}, 400, "doc_id"),
+    ("/v1/search", {"query": "x", "filters": {"a": 1, "b": 2}}, 400, "filters"),
+    ("/v1/search", {"query": "x", "filters": {"a": [1]}}, 400, "filter"),
+    ("/v1/documents", {"title": "no text"}, 400, "text"),
+    ("/v1/documents", {"text": 5}, 400, "text"),
+    ("/v1/documents", {"text": "x", "collection": "bad name!"}, 400, "collection"),
+    ("/v1/documents", {"text": "x", "metadata": [1]}, 400, "metadata"),
+    ("/v1/documents", {"text": "x", "format": "pdf"}, 400, "format"),
+    ("/v1/documents", {"text": "   "}, 422, "empty"),
+    ("/v1/tokenize", {"model": E}, 400, "text"),
+    ("/v1/tokenize", {"model": "nonexistent-model", "text": "x"}, 404, "not found"),
+]
+for route, body, status, needle in cases:
+    expect_error(srv, "%s %s" % (route, json.dumps(body)[:60]), "POST", route, body, status,
+                 needle=needle)
+
+body, ct = multipart([("collection", None, b"x")])
+expect_error(srv, "multipart upload without a file", "POST", "/v1/documents", body, 400,
+             {"Content-Type": ct}, "file")
+body, ct = multipart([("file", "a.bin", b"\x00\x01\x02binary\x00" * 10)])
+expect_error(srv, "multipart upload of a binary file", "POST", "/v1/documents", body, 422,
+             {"Content-Type": ct}, "binary")
+body, ct = multipart([("file", "a.txt", b"hello"), ("path", None, b"/etc/passwd")])
+expect_error(srv, "multipart upload with an unknown field (no server paths)", "POST",
+             "/v1/documents", body, 400, {"Content-Type": ct}, "unknown form field")
+
+for bad in ("abc", "0", "01", "-1", "1.5", "99999999999999999999", "1%20"):
+    expect_error(srv, "document id '%s'" % bad, "GET", "/v1/documents/" + bad, None, 400)
+expect_error(srv, "document id past the last", "GET", "/v1/documents/987654", None, 404)
+expect_error(srv, "nested path under an id", "GET", "/v1/documents/1/chunks", None, 404)
+expect_error(srv, "unknown route", "GET", "/api/pull", None, 404)
+expect_error(srv, "unknown route POST", "POST", "/v2/whatever", "{}", 404)
+expect_error(srv, "wrong method on /api/embed", "GET", "/api/embed", None, 405)
+expect_error(srv, "wrong method on /api/tags", "POST", "/api/tags", "{}", 405)
+expect_error(srv, "list: bad limit", "GET", "/v1/documents?limit=0", None, 400)
+expect_error(srv, "list: bad collection", "GET", "/v1/documents?collection=%2Fetc", None, 400)
+
+# a header block beyond the cap: 431 (or the connection closed), never a crash
+try:
+    st, h, data = req(srv, "GET", "/health", headers={"X-Big": "a" * (100 << 10)})
+except (ConnectionError, http.client.HTTPException):
+    st = 431
+check("100 KiB header refused (431)", st in (413, 431), st)
+
+# ---------------------------------------------------------------- Host / Origin
+
+port = srv.port
+for host, want in (("localhost:%d" % port, 200), ("127.0.0.1:%d" % port, 200),
+                   ("[::1]:%d" % port, 200), ("evil.example:%d" % port, 403),
+                   ("127.0.0.1.evil.example", 403)):
+    st, h, data = req(srv, "GET", "/api/tags", headers={"Host": host})
+    check("Host %s -> %d" % (host, want), st == want and (want == 200 or is_json_error(data)),
+          st)
+for origin, want in (("http://localhost:3000", 200), ("http://127.0.0.1", 200),
+                     ("https://evil.example", 403), ("null", 403), ("file://", 403)):
+    st, h, data = req(srv, "GET", "/api/tags", headers={"Origin": origin})
+    check("Origin %s -> %d" % (origin, want), st == want, st)
+
+gen_ok = os.path.exists(LLM)
+st, h, data = req(srv, "POST", "/api/generate", {"model": "x", "prompt": "hi"})
+check("no generator: generation routes answer 503 or 404", st in (404, 503) and
+      is_json_error(data), st)
+rc = srv.stop()
+check("server stops cleanly on SIGTERM", rc == 0, rc)
+
+# ---------------------------------------------------------------- API key, listen
+
+srv = Server("--api-key", "s3cret", "--llm", "none", "--allow-host", "nanorag.lan")
+expect_error(srv, "no key", "GET", "/api/tags", None, 401)
+expect_error(srv, "wrong key", "GET", "/api/tags", None, 401, {"Authorization": "Bearer s3cre"})
+expect_error(srv, "key without Bearer", "GET", "/api/tags", None, 401,
+             {"Authorization": "s3cret"})
+expect_error(srv, "unknown route without a key", "GET", "/nope", None, 401)
+st, h, _ = req(srv, "GET", "/api/tags", headers={"Authorization": "Bearer s3cret"})
+check("right key -> 200", st == 200)
+st, h, _ = req(srv, "GET", "/health")
+check("/health needs no key", st == 200)
+st, h, _ = req(srv, "GET", "/api/tags", headers={"Authorization": "Bearer s3cret",
+                                                  "Host": "nanorag.lan:8080"})
+check("--allow-host name accepted", st == 200)
+c = ollama.Client(host=srv.url, headers={"Authorization": "Bearer s3cret"})
+check("ollama client with the key", len(c.embed(model=E, input="x").embeddings[0]) == 384)
+c = openai.OpenAI(base_url=srv.url + "/v1", api_key="s3cret", max_retries=0)
+check("openai client with the key", len(c.embeddings.create(model=E, input="x").data) == 1)
+try:
+    openai.OpenAI(base_url=srv.url + "/v1", api_key="nope", max_retries=0).models.list()
+    check("openai client with a wrong key raises 401", False)
+except openai.AuthenticationError:
+    check("openai client with a wrong key raises 401", True)
+srv.stop()
+
+r = subprocess.run([NR, "serve", "--listen", "0.0.0.0:0", "--llm", "none"], capture_output=True,
+                   timeout=60, env={k: v for k, v in os.environ.items() if k != "NANORAG_API_KEY"})
+check("non-loopback listen without a key is refused",
+      r.returncode != 0 and b"API key" in r.stderr, r.stderr)
+
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
