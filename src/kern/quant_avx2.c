@@ -1,9 +1,7 @@
 /*
- * quant_avx2: avx2 dot products for nr_quant (see quant.c for the arithmetic).
- * Kernels not filled in here fall back to the scalar reference.
+ * quant_avx2: nr_quant's dot kernels for AVX2 + FMA + F16C (quant_x86.h,
+ * compiled without VNNI: vpmaddubsw + vpmaddwd for the integer steps).
  */
-#include "quant_internal.h"
+#include "quant_x86.h"
 
-const struct nr_quant_kernels nr_quant_avx2_kernels = {
-    .name = "avx2",
-};
+const struct nr_quant_kernels nr_quant_avx2_kernels = QX_KERNELS("avx2");

@@ -1,0 +1,425 @@
+/*
+ * quant_x86: the x86 dot kernels of nr_quant, written once and compiled
+ * twice: by quant_avx2.c (AVX2 + FMA + F16C) and by quant_avx512.c (the same
+ * with AVX-512 VL + VNNI, QX_VNNI defined). Include only from those files;
+ * everything here is static. The arithmetic is quant.c's (design comment):
+ * unsigned weight quants times signed act quants, exact int32 sums per block
+ * or super-block, one conversion to fp32 per block.
+ *
+ * Vector width: 256-bit everywhere. Decode is memory-bound and on Zen 4 a
+ * 512-bit integer op costs two 256-bit ones, so wider vectors would only
+ * lengthen the tail handling; the 32-element blocks map onto one ymm.
+ *
+ * The integer steps, per 32 quants u (0..63, unsigned) and act bytes s
+ * (-127..127, signed):
+ *   QX_DOT_U8I8(acc, u, s)  acc[i] += sum of the 4 products of lane i
+ *       AVX2: vpmaddubsw (pairs into int16: |2 * 63 * 127| < 2^15 and,
+ *       for Q8_0's sign trick, 2 * 128 * 127 < 2^15, so it never
+ *       saturates) then vpmaddwd with ones; VNNI: one vpdpbusd.
+ *   QX_DOT_I16(acc, p, sc)  acc[i] += p[2i]*sc[2i] + p[2i+1]*sc[2i+1]
+ *       (int16 pair sums times a sub-block scale) — vpmaddwd + vpaddd, or
+ *       one vpdpwssd with VNNI.
+ * Block offsets (q - 8, q - 16) are folded into the int32 accumulator's
+ * start value: the block's correction c * sum(a) spread over the 8 lanes
+ * is exactly sum(a) * (c / 8) per lane (c = 8 or 16).
+ *
+ * Each kernel handles nx act rows (1..NR_QUANT_MR) per weight row: a block
+ * is unpacked once and used nx times. The accumulation order of one row's
+ * result does not depend on nx, so matvec and matmul agree bit for bit.
+ */
+#ifndef NR_QUANT_X86_H
+#define NR_QUANT_X86_H
+
+#include "quant_internal.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define QX_INLINE static inline __attribute__((always_inline))
+
+#if defined(QX_VNNI)
+#define QX_DOT_U8I8(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
+#define QX_DOT_I16(acc, p, sc) _mm256_dpwssd_epi32((acc), (p), (sc))
+#else
+#define QX_DOT_U8I8(acc, u, s)                                                                     \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1)))
+#define QX_DOT_I16(acc, p, sc) _mm256_add_epi32((acc), _mm256_madd_epi16((p), (sc)))
+#endif
+
+QX_INLINE float qx_h(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+QX_INLINE float qx_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of nibbles -> 32 quants: low nibbles (elements 0..15), then high. */
+QX_INLINE __m256i qx_nib32(const uint8_t *qs)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+/* Q5_0's 32 high bits -> 0x10 in byte i where bit i is set. */
+QX_INLINE __m256i qx_bits32(const uint8_t *p)
+{
+    uint32_t qh;
+    memcpy(&qh, p, 4);
+    const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                         2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), sel);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* ------------------------------------------------------------ 32-blocks */
+
+/* kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q8_0 (a compile-time constant after inlining). */
+QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
+                        const int nx, const int kind)
+{
+    static const int bytes[4] = {18, 20, 22, 34};
+    __m256 acc[NR_QUANT_MR];
+    float accm[NR_QUANT_MR];
+    const float *dx[NR_QUANT_MR];
+    const int32_t *is[NR_QUANT_MR];
+
+    for (int j = 0; j < nx; j++) {
+        acc[j] = _mm256_setzero_ps();
+        accm[j] = 0.0f;
+        dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
+        is[j] = nr_qa_isum(xq + (size_t)j * xs, k);
+    }
+    for (int b = 0; b < k / 32; b++, w += bytes[kind]) {
+        __m256i q;
+        float d = qx_h(w);
+        if (kind == 0)
+            q = qx_nib32(w + 2);
+        else if (kind == 1)
+            q = qx_nib32(w + 4);
+        else if (kind == 2)
+            q = _mm256_or_si256(qx_nib32(w + 6), qx_bits32(w + 2));
+        else
+            q = _mm256_loadu_si256((const __m256i *)(w + 2));
+        for (int j = 0; j < nx; j++) {
+            __m256i a = _mm256_load_si256((const __m256i *)(xq + (size_t)j * xs + 32 * (size_t)b));
+            __m256i s;
+            if (kind == 0)
+                s = QX_DOT_U8I8(_mm256_set1_epi32(-is[j][b]), q, a);
+            else if (kind == 1)
+                s = QX_DOT_U8I8(_mm256_setzero_si256(), q, a);
+            else if (kind == 2)
+                s = QX_DOT_U8I8(_mm256_set1_epi32(-2 * is[j][b]), q, a);
+            else
+                s = QX_DOT_U8I8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q),
+                                _mm256_sign_epi8(a, q));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(s), acc[j]);
+            if (kind == 1)
+                accm[j] += qx_h(w + 2) * dx[j][b] * (float)is[j][b];
+        }
+    }
+    for (int j = 0; j < nx; j++)
+        out[j] = qx_hsum(acc[j]) + accm[j];
+}
+
+/* ------------------------------------------------------------ K types */
+
+/* Q4_K/Q5_K's packed scales -> sc[0..7] and m[0..7] as bytes (layout in quant.c). */
+QX_INLINE void qx_kscales(const uint8_t *s, uint8_t sc[8], uint8_t m[8])
+{
+    uint32_t u[3], v[4];
+    memcpy(u, s, 12);
+    v[0] = u[0] & 0x3f3f3f3fu;
+    v[1] = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
+    v[2] = u[1] & 0x3f3f3f3fu;
+    v[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
+    memcpy(sc, v, 8);
+    memcpy(m, v + 2, 8);
+}
+
+/* q5: 0 for Q4_K, 1 for Q5_K. */
+QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
+                       const int nx, const int q5)
+{
+    const int bytes = q5 ? 176 : 144;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m10 = _mm256_set1_epi8(0x10);
+    __m256 acc[NR_QUANT_MR];
+    const float *dx[NR_QUANT_MR];
+    const int16_t *bs[NR_QUANT_MR];
+
+    for (int j = 0; j < nx; j++) {
+        acc[j] = _mm256_setzero_ps();
+        dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
+        bs[j] = nr_qa_bsums(xq + (size_t)j * xs, k);
+    }
+    for (int b = 0; b < k / 256; b++, w += bytes) {
+        uint8_t sc[8], m[8];
+        const uint8_t *qs = w + (q5 ? 48 : 16);
+        __m256i sumi[NR_QUANT_MR], qh = _mm256_setzero_si256();
+        float d = qx_h(w), dmin = qx_h(w + 2);
+
+        qx_kscales(w + 4, sc, m);
+        /* mins: m[j] repeated for the two 16-sums of sub-block j */
+        __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        __m256i m16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)),
+                                              _mm_unpackhi_epi16(m8, m8), 1);
+        if (q5)
+            qh = _mm256_loadu_si256((const __m256i *)(w + 16));
+        for (int j = 0; j < nx; j++)
+            sumi[j] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(v, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            __m256i s_lo = _mm256_set1_epi16(sc[2 * c]), s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+            if (q5) {
+                /* bits 2c and 2c+1 of qh (shifted down by 2 per chunk) -> bit 4 */
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), m10));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), m10));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            for (int j = 0; j < nx; j++) {
+                const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 64 * (size_t)c;
+                __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)a));
+                __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(a + 32)));
+                sumi[j] = QX_DOT_I16(sumi[j], p0, s_lo);
+                sumi[j] = QX_DOT_I16(sumi[j], p1, s_hi);
+            }
+        }
+        for (int j = 0; j < nx; j++) {
+            __m256i mins =
+                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), m16);
+            acc[j] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            acc[j] =
+                _mm256_fmadd_ps(_mm256_set1_ps(-dmin * dx[j][b]), _mm256_cvtepi32_ps(mins), acc[j]);
+        }
+    }
+    for (int j = 0; j < nx; j++)
+        out[j] = qx_hsum(acc[j]);
+}
+
+QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
+                         const int nx)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc[NR_QUANT_MR];
+    const float *dx[NR_QUANT_MR];
+    const int16_t *bs[NR_QUANT_MR];
+
+    for (int j = 0; j < nx; j++) {
+        acc[j] = _mm256_setzero_ps();
+        dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
+        bs[j] = nr_qa_bsums(xq + (size_t)j * xs, k);
+    }
+    for (int b = 0; b < k / 256; b++, w += 210) {
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)(w + 192));
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc8), sumi[NR_QUANT_MR];
+        float d = qx_h(w + 208);
+
+        for (int j = 0; j < nx; j++)
+            sumi[j] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            __m256i qa = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
+            __m256i qb = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * h));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(qa, m4),
+                                   _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            q[1] = _mm256_or_si256(_mm256_and_si256(qb, m4),
+                                   _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4),
+                                   _mm256_and_si256(qh, m30));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+            for (int s = 0; s < 4; s++) {
+                /* scales of sub-blocks 8h+2s (lanes 0..7) and 8h+2s+1 (8..15) */
+                const int g = 8 * h + 2 * s;
+                __m128i pick = _mm_setr_epi8((char)g, (char)g, (char)g, (char)g, (char)g, (char)g,
+                                             (char)g, (char)g, (char)(g + 1), (char)(g + 1),
+                                             (char)(g + 1), (char)(g + 1), (char)(g + 1),
+                                             (char)(g + 1), (char)(g + 1), (char)(g + 1));
+                __m256i scs = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+                for (int j = 0; j < nx; j++) {
+                    const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 128 * h + 32 * s;
+                    __m256i p = _mm256_maddubs_epi16(q[s], _mm256_load_si256((const __m256i *)a));
+                    sumi[j] = QX_DOT_I16(sumi[j], p, scs);
+                }
+            }
+        }
+        for (int j = 0; j < nx; j++) {
+            /* - 32 * sum_g sc[g] * bsums[g] */
+            __m256i corr =
+                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), sc16);
+            sumi[j] = _mm256_sub_epi32(sumi[j], _mm256_slli_epi32(corr, 5));
+            acc[j] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        }
+    }
+    for (int j = 0; j < nx; j++)
+        out[j] = qx_hsum(acc[j]);
+}
+
+/* ------------------------------------------------------------ float weights */
+
+/* kind: 0 F32, 1 F16, 2 BF16. k any; the tail past a multiple of 8 is scalar. */
+QX_INLINE __m256 qx_load8(const uint8_t *w, const int kind)
+{
+    if (kind == 0)
+        return _mm256_loadu_ps((const float *)w);
+    if (kind == 1)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w));
+    return _mm256_castsi256_ps(
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
+}
+
+QX_INLINE float qx_load1(const uint8_t *w, const int kind)
+{
+    float f;
+    uint16_t h;
+    if (kind == 0) {
+        memcpy(&f, w, 4);
+        return f;
+    }
+    memcpy(&h, w, 2);
+    if (kind == 1)
+        return _cvtsh_ss(h);
+    uint32_t u = (uint32_t)h << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
+                       const int nx, const int kind)
+{
+    const int es = kind == 0 ? 4 : 2;
+    __m256 acc[NR_QUANT_MR];
+    int i = 0;
+
+    for (int j = 0; j < nx; j++)
+        acc[j] = _mm256_setzero_ps();
+    for (; i + 8 <= k; i += 8) {
+        __m256 v = qx_load8(w + (size_t)i * es, kind);
+        for (int j = 0; j < nx; j++)
+            acc[j] = _mm256_fmadd_ps(v, _mm256_load_ps((const float *)(xq + (size_t)j * xs) + i),
+                                     acc[j]);
+    }
+    for (int j = 0; j < nx; j++) {
+        const float *x = (const float *)(xq + (size_t)j * xs);
+        float s = qx_hsum(acc[j]);
+        for (int t = i; t < k; t++)
+            s += qx_load1(w + (size_t)t * es, kind) * x[t];
+        out[j] = s;
+    }
+}
+
+/* ------------------------------------------------------------ entry points */
+
+#define QX_ENTRY(name, call)                                                                       \
+    static void name(const void *w, const void *xq, size_t xs, int nx, int k, float *out)          \
+    {                                                                                              \
+        switch (nx) {                                                                              \
+        case 1:                                                                                    \
+            call(w, xq, xs, k, out, 1);                                                            \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            call(w, xq, xs, k, out, 2);                                                            \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            call(w, xq, xs, k, out, 3);                                                            \
+            break;                                                                                 \
+        default:                                                                                   \
+            call(w, xq, xs, k, out, 4);                                                            \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+
+#define QX_Q4_0(w, x, xs, k, o, n) qx_dot32(w, x, xs, k, o, n, 0)
+#define QX_Q4_1(w, x, xs, k, o, n) qx_dot32(w, x, xs, k, o, n, 1)
+#define QX_Q5_0(w, x, xs, k, o, n) qx_dot32(w, x, xs, k, o, n, 2)
+#define QX_Q8_0(w, x, xs, k, o, n) qx_dot32(w, x, xs, k, o, n, 3)
+#define QX_Q4_K(w, x, xs, k, o, n) qx_dotk(w, x, xs, k, o, n, 0)
+#define QX_Q5_K(w, x, xs, k, o, n) qx_dotk(w, x, xs, k, o, n, 1)
+#define QX_Q6_K(w, x, xs, k, o, n) qx_dotq6k(w, x, xs, k, o, n)
+#define QX_F32(w, x, xs, k, o, n)  qx_dotf(w, x, xs, k, o, n, 0)
+#define QX_F16(w, x, xs, k, o, n)  qx_dotf(w, x, xs, k, o, n, 1)
+#define QX_BF16(w, x, xs, k, o, n) qx_dotf(w, x, xs, k, o, n, 2)
+
+QX_ENTRY(qx_q4_0, QX_Q4_0)
+QX_ENTRY(qx_q4_1, QX_Q4_1)
+QX_ENTRY(qx_q5_0, QX_Q5_0)
+QX_ENTRY(qx_q8_0, QX_Q8_0)
+QX_ENTRY(qx_q4_k, QX_Q4_K)
+QX_ENTRY(qx_q5_k, QX_Q5_K)
+QX_ENTRY(qx_q6_k, QX_Q6_K)
+QX_ENTRY(qx_f32, QX_F32)
+QX_ENTRY(qx_f16, QX_F16)
+QX_ENTRY(qx_bf16, QX_BF16)
+
+/* ------------------------------------------------------------ f16 helpers */
+
+static float qx_dot_f16(const uint16_t *a, const float *b, int n)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))),
+                               _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8))),
+                               _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8)
+        acc0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i))),
+                               _mm256_loadu_ps(b + i), acc0);
+    float s = qx_hsum(_mm256_add_ps(acc0, acc1));
+    for (; i < n; i++)
+        s += _cvtsh_ss(a[i]) * b[i];
+    return s;
+}
+
+static void qx_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(
+            y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                   _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * _cvtsh_ss(x[i]);
+}
+
+static void qx_f32_to_f16(const float *x, uint16_t *y, int n)
+{
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+#define QX_KERNELS(var_name)                                                                       \
+    {                                                                                              \
+        .name = var_name,                                                                          \
+        .dot =                                                                                     \
+            {                                                                                      \
+                [NR_GGML_F32] = qx_f32,   [NR_GGML_F16] = qx_f16,   [NR_GGML_BF16] = qx_bf16,      \
+                [NR_GGML_Q4_0] = qx_q4_0, [NR_GGML_Q4_1] = qx_q4_1, [NR_GGML_Q5_0] = qx_q5_0,      \
+                [NR_GGML_Q8_0] = qx_q8_0, [NR_GGML_Q4_K] = qx_q4_k, [NR_GGML_Q5_K] = qx_q5_k,      \
+                [NR_GGML_Q6_K] = qx_q6_k,                                                          \
+            },                                                                                     \
+        .dot_f16 = qx_dot_f16, .axpy_f16 = qx_axpy_f16, .f32_to_f16 = qx_f32_to_f16,               \
+    }
+
+#endif
