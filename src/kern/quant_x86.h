@@ -85,51 +85,82 @@ QX_INLINE __m256i qx_bits32(const uint8_t *p)
 /* ------------------------------------------------------------ 32-blocks */
 
 /* kind: 0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q8_0 (a compile-time constant after inlining). */
+QX_INLINE __m256i qx_unpack32(const uint8_t *w, const int kind)
+{
+    if (kind == 0)
+        return qx_nib32(w + 2);
+    if (kind == 1)
+        return qx_nib32(w + 4);
+    if (kind == 2)
+        return _mm256_or_si256(qx_nib32(w + 6), qx_bits32(w + 2));
+    return _mm256_loadu_si256((const __m256i *)(w + 2));
+}
+
+/* The exact int32 lanes of one block's product (offsets folded in, see top). */
+QX_INLINE __m256i qx_block32(__m256i q, const uint8_t *a, int32_t isum, const int kind)
+{
+    __m256i va = _mm256_load_si256((const __m256i *)a);
+    if (kind == 0)
+        return QX_DOT_U8I8(_mm256_set1_epi32(-isum), q, va);
+    if (kind == 1)
+        return QX_DOT_U8I8(_mm256_setzero_si256(), q, va);
+    if (kind == 2)
+        return QX_DOT_U8I8(_mm256_set1_epi32(-2 * isum), q, va);
+    return QX_DOT_U8I8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), _mm256_sign_epi8(va, q));
+}
+
+/*
+ * Two float accumulators per act row, even and odd blocks, so consecutive
+ * blocks' FMAs do not wait on each other (4-cycle latency: one chain would
+ * cap a core at 8 elements per cycle).
+ */
 QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
                         const int nx, const int kind)
 {
-    static const int bytes[4] = {18, 20, 22, 34};
-    __m256 acc[NR_QUANT_MR];
+    const size_t bytes = kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 22 : 34;
+    const int nb = k / 32;
+    __m256 acc0[NR_QUANT_MR], acc1[NR_QUANT_MR];
     float accm[NR_QUANT_MR];
     const float *dx[NR_QUANT_MR];
     const int32_t *is[NR_QUANT_MR];
+    int b = 0;
 
     for (int j = 0; j < nx; j++) {
-        acc[j] = _mm256_setzero_ps();
+        acc0[j] = _mm256_setzero_ps();
+        acc1[j] = _mm256_setzero_ps();
         accm[j] = 0.0f;
         dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
         is[j] = nr_qa_isum(xq + (size_t)j * xs, k);
     }
-    for (int b = 0; b < k / 32; b++, w += bytes[kind]) {
-        __m256i q;
-        float d = qx_h(w);
-        if (kind == 0)
-            q = qx_nib32(w + 2);
-        else if (kind == 1)
-            q = qx_nib32(w + 4);
-        else if (kind == 2)
-            q = _mm256_or_si256(qx_nib32(w + 6), qx_bits32(w + 2));
-        else
-            q = _mm256_loadu_si256((const __m256i *)(w + 2));
+    for (; b + 2 <= nb; b += 2, w += 2 * bytes) {
+        __m256i q0 = qx_unpack32(w, kind), q1 = qx_unpack32(w + bytes, kind);
+        float d0 = qx_h(w), d1 = qx_h(w + bytes);
         for (int j = 0; j < nx; j++) {
-            __m256i a = _mm256_load_si256((const __m256i *)(xq + (size_t)j * xs + 32 * (size_t)b));
-            __m256i s;
-            if (kind == 0)
-                s = QX_DOT_U8I8(_mm256_set1_epi32(-is[j][b]), q, a);
-            else if (kind == 1)
-                s = QX_DOT_U8I8(_mm256_setzero_si256(), q, a);
-            else if (kind == 2)
-                s = QX_DOT_U8I8(_mm256_set1_epi32(-2 * is[j][b]), q, a);
-            else
-                s = QX_DOT_U8I8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q),
-                                _mm256_sign_epi8(a, q));
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(s), acc[j]);
+            const uint8_t *a = xq + (size_t)j * xs + 32 * (size_t)b;
+            __m256i s0 = qx_block32(q0, a, is[j][b], kind);
+            __m256i s1 = qx_block32(q1, a + 32, is[j][b + 1], kind);
+            acc0[j] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[j][b]), _mm256_cvtepi32_ps(s0), acc0[j]);
+            acc1[j] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d1 * dx[j][b + 1]), _mm256_cvtepi32_ps(s1), acc1[j]);
+            if (kind == 1)
+                accm[j] += qx_h(w + 2) * dx[j][b] * (float)is[j][b] +
+                           qx_h(w + bytes + 2) * dx[j][b + 1] * (float)is[j][b + 1];
+        }
+    }
+    if (b < nb) {
+        __m256i q0 = qx_unpack32(w, kind);
+        float d0 = qx_h(w);
+        for (int j = 0; j < nx; j++) {
+            __m256i s0 = qx_block32(q0, xq + (size_t)j * xs + 32 * (size_t)b, is[j][b], kind);
+            acc0[j] =
+                _mm256_fmadd_ps(_mm256_set1_ps(d0 * dx[j][b]), _mm256_cvtepi32_ps(s0), acc0[j]);
             if (kind == 1)
                 accm[j] += qx_h(w + 2) * dx[j][b] * (float)is[j][b];
         }
     }
     for (int j = 0; j < nx; j++)
-        out[j] = qx_hsum(acc[j]) + accm[j];
+        out[j] = qx_hsum(_mm256_add_ps(acc0[j], acc1[j])) + accm[j];
 }
 
 /* ------------------------------------------------------------ K types */
@@ -165,23 +196,30 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     for (int b = 0; b < k / 256; b++, w += bytes) {
         uint8_t sc[8], m[8];
         const uint8_t *qs = w + (q5 ? 48 : 16);
-        __m256i sumi[NR_QUANT_MR], qh = _mm256_setzero_si256();
+        __m256i sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR], qh = _mm256_setzero_si256();
         float d = qx_h(w), dmin = qx_h(w + 2);
 
         qx_kscales(w + 4, sc, m);
+        /* the 8 scales in both 128-bit lanes, for per-chunk byte broadcasts */
+        const __m256i sc8 = _mm256_broadcastsi128_si256(_mm_loadl_epi64((const __m128i *)sc));
         /* mins: m[j] repeated for the two 16-sums of sub-block j */
         __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
         __m256i m16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)),
                                               _mm_unpackhi_epi16(m8, m8), 1);
         if (q5)
             qh = _mm256_loadu_si256((const __m256i *)(w + 16));
-        for (int j = 0; j < nx; j++)
+        for (int j = 0; j < nx; j++) {
             sumi[j] = _mm256_setzero_si256();
+            sumi1[j] = _mm256_setzero_si256();
+        }
         for (int c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             __m256i lo = _mm256_and_si256(v, m4);
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-            __m256i s_lo = _mm256_set1_epi16(sc[2 * c]), s_hi = _mm256_set1_epi16(sc[2 * c + 1]);
+            /* int16 lanes of sc[2c] / sc[2c+1]: byte 2c (2c+1) then a zero byte */
+            const __m256i p_lo = _mm256_set1_epi16((short)(0x8000 | (2 * c)));
+            const __m256i p_hi = _mm256_set1_epi16((short)(0x8000 | (2 * c + 1)));
+            __m256i s_lo = _mm256_shuffle_epi8(sc8, p_lo), s_hi = _mm256_shuffle_epi8(sc8, p_hi);
             if (q5) {
                 /* bits 2c and 2c+1 of qh (shifted down by 2 per chunk) -> bit 4 */
                 lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(qh, 4), m10));
@@ -193,14 +231,14 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                 __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)a));
                 __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_load_si256((const __m256i *)(a + 32)));
                 sumi[j] = QX_DOT_I16(sumi[j], p0, s_lo);
-                sumi[j] = QX_DOT_I16(sumi[j], p1, s_hi);
+                sumi1[j] = QX_DOT_I16(sumi1[j], p1, s_hi);
             }
         }
         for (int j = 0; j < nx; j++) {
             __m256i mins =
                 _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), m16);
-            acc[j] =
-                _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            __m256i tot = _mm256_add_epi32(sumi[j], sumi1[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(tot), acc[j]);
             acc[j] =
                 _mm256_fmadd_ps(_mm256_set1_ps(-dmin * dx[j][b]), _mm256_cvtepi32_ps(mins), acc[j]);
         }
@@ -224,11 +262,13 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
     }
     for (int b = 0; b < k / 256; b++, w += 210) {
         __m128i sc8 = _mm_loadu_si128((const __m128i *)(w + 192));
-        __m256i sc16 = _mm256_cvtepi8_epi16(sc8), sumi[NR_QUANT_MR];
+        __m256i sc16 = _mm256_cvtepi8_epi16(sc8), sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR];
         float d = qx_h(w + 208);
 
-        for (int j = 0; j < nx; j++)
+        for (int j = 0; j < nx; j++) {
             sumi[j] = _mm256_setzero_si256();
+            sumi1[j] = _mm256_setzero_si256();
+        }
         for (int h = 0; h < 2; h++) {
             __m256i qa = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
             __m256i qb = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
@@ -253,7 +293,10 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                 for (int j = 0; j < nx; j++) {
                     const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 128 * h + 32 * s;
                     __m256i p = _mm256_maddubs_epi16(q[s], _mm256_load_si256((const __m256i *)a));
-                    sumi[j] = QX_DOT_I16(sumi[j], p, scs);
+                    if (s & 1)
+                        sumi1[j] = QX_DOT_I16(sumi1[j], p, scs);
+                    else
+                        sumi[j] = QX_DOT_I16(sumi[j], p, scs);
                 }
             }
         }
@@ -261,7 +304,8 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
             /* - 32 * sum_g sc[g] * bsums[g] */
             __m256i corr =
                 _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), sc16);
-            sumi[j] = _mm256_sub_epi32(sumi[j], _mm256_slli_epi32(corr, 5));
+            sumi[j] =
+                _mm256_sub_epi32(_mm256_add_epi32(sumi[j], sumi1[j]), _mm256_slli_epi32(corr, 5));
             acc[j] =
                 _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
         }
@@ -303,11 +347,23 @@ QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                        const int nx, const int kind)
 {
     const int es = kind == 0 ? 4 : 2;
-    __m256 acc[NR_QUANT_MR];
+    __m256 acc[NR_QUANT_MR], acc1[NR_QUANT_MR];
     int i = 0;
 
-    for (int j = 0; j < nx; j++)
+    /* two chains per act row (FMA latency), 16 elements a step */
+    for (int j = 0; j < nx; j++) {
         acc[j] = _mm256_setzero_ps();
+        acc1[j] = _mm256_setzero_ps();
+    }
+    for (; i + 16 <= k; i += 16) {
+        __m256 v0 = qx_load8(w + (size_t)i * es, kind);
+        __m256 v1 = qx_load8(w + (size_t)(i + 8) * es, kind);
+        for (int j = 0; j < nx; j++) {
+            const float *x = (const float *)(xq + (size_t)j * xs) + i;
+            acc[j] = _mm256_fmadd_ps(v0, _mm256_load_ps(x), acc[j]);
+            acc1[j] = _mm256_fmadd_ps(v1, _mm256_load_ps(x + 8), acc1[j]);
+        }
+    }
     for (; i + 8 <= k; i += 8) {
         __m256 v = qx_load8(w + (size_t)i * es, kind);
         for (int j = 0; j < nx; j++)
@@ -316,7 +372,7 @@ QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     }
     for (int j = 0; j < nx; j++) {
         const float *x = (const float *)(xq + (size_t)j * xs);
-        float s = qx_hsum(acc[j]);
+        float s = qx_hsum(_mm256_add_ps(acc[j], acc1[j]));
         for (int t = i; t < k; t++)
             s += qx_load1(w + (size_t)t * es, kind) * x[t];
         out[j] = s;
