@@ -24,17 +24,19 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: nanorag serve [--listen HOST:PORT] [--data DIR] [--embed MODEL]\n"
-               "                     [--llm MODEL.gguf|ollama:NAME[@URL]|openai:NAME@URL|none]\n"
-               "                     [--api-key KEY] [--allow-host NAME]... [--threads N]\n"
-               "                     [--slots N] [--queue N] [--ctx N] [--max-inputs N]\n"
-               "                     [--access-log]\n"
-               "\n"
-               "  --listen       address to listen on (default 127.0.0.1:8080); anything but\n"
-               "                 loopback needs --api-key (or NANORAG_API_KEY)\n"
-               "  --api-key      require \"Authorization: Bearer KEY\" on every route but /health\n"
-               "  --allow-host   another Host / Origin name to accept (DNS rebinding protection)\n"
-               "  --llm          the generator; default: none\n");
+    fprintf(f,
+            "usage: nanorag serve [--listen HOST:PORT] [--data DIR] [--embed MODEL]\n"
+            "                     [--llm MODEL.gguf|ollama:NAME[@URL]|openai:NAME@URL|none]\n"
+            "                     [--api-key KEY] [--allow-host NAME]... [--threads N]\n"
+            "                     [--slots N] [--queue N] [--ctx N] [--max-inputs N]\n"
+            "                     [--access-log]\n"
+            "\n"
+            "  --listen       address to listen on (default 127.0.0.1:8080); anything but\n"
+            "                 loopback needs --api-key (or NANORAG_API_KEY)\n"
+            "  --api-key      require \"Authorization: Bearer KEY\" on every route but /health\n"
+            "  --allow-host   another Host / Origin name to accept (DNS rebinding protection)\n"
+            "  --llm          the generator (default: the local SmolLM2-135M-Instruct GGUF when\n"
+            "                 it is installed, else none); none: embeddings and search only\n");
 }
 
 /* "HOST:PORT", "[v6]:PORT", ":PORT", "PORT" or "HOST" */
@@ -83,8 +85,8 @@ int cli_serve(int argc, char **argv)
                                              {"access-log", no_argument, NULL, 'A'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    char data[4096] = "", embed[4096] = "", db[4200], host[256] = "127.0.0.1";
-    const char *llm = NULL, *key = getenv("NANORAG_API_KEY");
+    char data[4096] = "", embed[4096] = "", db[4200], host[300] = "127.0.0.1";
+    const char *llm = "", *key = getenv("NANORAG_API_KEY");
     struct nr_server_opts o;
     struct nr_server *srv = NULL;
     struct nr_store *probe = NULL;
@@ -94,10 +96,16 @@ int cli_serve(int argc, char **argv)
     nr_server_opts_default(&o);
     while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:Ah", longopts, NULL)) != -1) {
         switch (c) {
-        case 'l':
-            if (parse_listen(optarg, host, sizeof host, &o.http.port))
+        case 'l': {
+            char arg[256]; /* a copy: parsing cuts it, and argv shows in ps */
+            if (snprintf(arg, sizeof arg, "%s", optarg) >= (int)sizeof arg) {
+                fprintf(stderr, "nanorag: serve: --listen is too long\n");
+                return 2;
+            }
+            if (parse_listen(arg, host, sizeof host, &o.http.port))
                 return cli_fail("serve");
             break;
+        }
         case 'd':
             snprintf(data, sizeof data, "%s", optarg);
             break;

@@ -23,10 +23,11 @@ struct nr_server_opts {
     struct nr_http_opts http; /* listen address, key, caps */
     const char *db_path;      /* the store file (created if missing) */
     const char *embed_model;  /* model dir or .gguf */
-    const char *llm_spec;     /* nr_llm spec; NULL or "": no generator (503 on those routes) */
+    const char *llm_spec;     /* nr_llm spec ("": the default local model); NULL: no
+                                 generator (503 on those routes) */
     const char *llm_api_key;  /* for an OpenAI-compatible backend */
     int llm_slots;            /* concurrent generations (<= 0: backend default) */
-    int llm_queue;            /* requests waiting for a slot (<= 0: backend default) */
+    int llm_queue;            /* requests waiting for a slot (< 0: backend default) */
     int llm_ctx;              /* context positions per slot (<= 0: backend default) */
     int threads;              /* embedder / generator threads (<= 0: one per CPU) */
     int max_inputs;           /* texts per embed request (default 256) */

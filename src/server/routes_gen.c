@@ -7,13 +7,16 @@
 #include "server_internal.h"
 
 #include "nr_err.h"
+#include "nr_log.h"
 
 #include <string.h>
 
 int srv_llm_open(struct nr_server *s)
 {
-    if (s->llm_spec)
+    if (s->llm_spec && s->llm_spec[0])
         return nr_err_set(NR_EUNSUPPORTED, "this build has no generator backends");
+    if (s->llm_spec)
+        nr_log_warn("serve: this build has no generator: generation routes answer 503");
     return NR_OK;
 }
 

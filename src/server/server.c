@@ -73,6 +73,7 @@ void nr_server_opts_default(struct nr_server_opts *o)
     nr_http_opts_default(&o->http);
     o->max_inputs = 256;
     o->max_prompt = 256 << 10;
+    o->llm_queue = -1;
 }
 
 double srv_now(void)
@@ -297,7 +298,7 @@ int nr_server_open(const struct nr_server_opts *o, struct nr_server **out)
     s->o = *o;
     s->db_path = dup_opt(o->db_path, &bad);
     s->embed_path = dup_opt(o->embed_model, &bad);
-    s->llm_spec = dup_opt(o->llm_spec && o->llm_spec[0] ? o->llm_spec : NULL, &bad);
+    s->llm_spec = dup_opt(o->llm_spec, &bad);
     s->llm_key = dup_opt(o->llm_api_key, &bad);
     if (bad) {
         rc = nr_err_set(NR_ENOMEM, "server: out of memory");

@@ -42,6 +42,10 @@ struct nr_server {
     uint64_t gen_tokens, prompt_tokens; /* generated / evaluated, all requests */
     double gen_s, prompt_s;             /* seconds of decode / prefill, all requests */
     uint64_t docs_added;
+    volatile int stopping;  /* set at close: generations cancel */
+    int producers;          /* streaming generation threads alive (under stat_mu) */
+    pthread_cond_t jobs_cv; /* producers reached 0 (with stat_mu) */
+    int jobs_cv_init;
 };
 
 /*
