@@ -29,9 +29,9 @@
 struct nr_gguf;
 struct nr_tok; /* opaque */
 
-#define NR_TOK_MAX_VOCAB   (1 << 20)
-#define NR_TOK_MAX_TEXT    (64u << 20) /* bytes per encode call */
-#define NR_TOK_MAX_PIECE   256         /* bytes one token decodes to, at most */
+#define NR_TOK_MAX_VOCAB (1 << 20)
+#define NR_TOK_MAX_TEXT  (64u << 20) /* bytes per encode call */
+#define NR_TOK_MAX_PIECE 256         /* bytes one token decodes to, at most */
 
 enum nr_tok_kind { NR_TOK_BPE = 1, NR_TOK_SPM = 2 };
 
@@ -82,9 +82,10 @@ int nr_tok_piece(const struct nr_tok *t, int id, int skip_special, char *buf, in
  */
 struct nr_tok_stream {
     const struct nr_tok *tok;
-    int n_fed;         /* tokens fed so far */
-    int n_pend;        /* held-back bytes */
-    char pend[8];      /* an incomplete UTF-8 sequence */
+    int n_fed;    /* tokens fed so far */
+    int n_text;   /* of those, tokens that gave text (not skipped specials) */
+    int n_pend;   /* held-back bytes */
+    char pend[8]; /* an incomplete UTF-8 sequence */
 };
 void nr_tok_stream_init(struct nr_tok_stream *s, const struct nr_tok *t);
 /* Append the text of id to out (cap >= NR_TOK_MAX_PIECE + 8); returns bytes written. */
