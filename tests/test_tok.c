@@ -189,6 +189,10 @@ static void test_gemma3_fixture(void)
 {
     run_fixture("gemma3");
 }
+static void test_llama3_fixture(void)
+{
+    run_fixture("llama3");
+}
 
 /* Metadata the generation code relies on. */
 static void test_smollm2_meta(void)
@@ -225,6 +229,26 @@ static void test_smollm2_meta(void)
     NR_CHECK_INT(nr_tok_piece(t, 2, 0, buf, 3), NR_ELIMIT);
     NR_CHECK_INT(nr_tok_piece(t, -1, 0, buf, sizeof buf), NR_EINVAL);
     NR_CHECK_INT(nr_tok_piece(t, 49152, 0, buf, sizeof buf), NR_EINVAL);
+    nr_tok_free(t);
+}
+
+static void test_llama3_meta(void)
+{
+    struct nr_tok *t = open_tok("llama3-tokenizer/llama3-vocab.gguf");
+    if (!t)
+        return;
+    NR_CHECK_INT(nr_tok_kind(t), NR_TOK_BPE);
+    NR_CHECK(strcmp(nr_tok_pre(t), "llama-bpe") == 0);
+    NR_CHECK_INT(nr_tok_n_vocab(t), 128257);
+    NR_CHECK_INT(nr_tok_bos(t), 128000);
+    NR_CHECK_INT(nr_tok_eos(t), 128001);
+    NR_CHECK_INT(nr_tok_adds_bos(t), 1);
+    NR_CHECK_INT(nr_tok_find(t, "<|eot_id|>"), 128009);
+    NR_CHECK(nr_tok_is_eog(t, 128001));
+    NR_CHECK(nr_tok_is_eog(t, 128009));
+    NR_CHECK(nr_tok_is_eog(t, 128008)); /* <|eom_id|> */
+    NR_CHECK(!nr_tok_is_eog(t, 128000));
+    NR_CHECK(!nr_tok_is_eog(t, 128006)); /* <|start_header_id|> */
     nr_tok_free(t);
 }
 
@@ -319,6 +343,7 @@ static void test_invalid_utf8_roundtrip(void)
 {
     roundtrip_bytes("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf", 0);
     roundtrip_bytes("gemma-3-270m/gemma-3-270m-q4_k_m.gguf", 0);
+    roundtrip_bytes("llama3-tokenizer/llama3-vocab.gguf", 0);
 }
 
 /* Stream: a character split over byte tokens is held back until complete. */
@@ -663,6 +688,7 @@ static void test_speed(void)
 {
     time_encode("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2");
     time_encode("gemma-3-270m/gemma-3-270m-q4_k_m.gguf", "gemma3");
+    time_encode("llama3-tokenizer/llama3-vocab.gguf", "llama3");
 }
 
 int main(void)
@@ -672,8 +698,10 @@ int main(void)
     NR_RUN(test_alloc_failures);
     NR_RUN(test_smollm2_meta);
     NR_RUN(test_gemma3_meta);
+    NR_RUN(test_llama3_meta);
     NR_RUN(test_smollm2_fixture);
     NR_RUN(test_gemma3_fixture);
+    NR_RUN(test_llama3_fixture);
     NR_RUN(test_invalid_utf8_roundtrip);
     NR_RUN(test_stream_holds_back);
     NR_RUN(test_threads);

@@ -21,8 +21,9 @@
  *      bytes end up in gap words and are encoded byte by byte like others.
  *   3. Each byte of a word is the token of its GPT-2 alphabet character
  *      (bytes_to_unicode: printable Latin-1 maps to itself, the other 68
- *      bytes to U+0100..U+0143 in order). llama-bpe first looks the whole
- *      word up (HF's ignore_merges, set in Llama 3's tokenizer.json).
+ *      bytes to U+0100..U+0143 in order). Llama 3's tokenizer.json has
+ *      ignore_merges off, so a word that is a whole token still goes
+ *      through the merges (tiktoken agrees on the fixture).
  *   4. Merge: repeatedly merge the adjacent pair with the lowest rank (its
  *      line in tokenizer.ggml.merges), leftmost first among equal ranks.
  *      Pairs live in an open-addressing table (left id, right id) -> (rank,
@@ -143,7 +144,6 @@ int tok_bpe_init(struct nr_tok *t, const struct nr_gguf *g)
     } else if (!strcmp(t->pre, "llama-bpe") || !strcmp(t->pre, "llama3") ||
                !strcmp(t->pre, "llama-v3")) {
         pat = re_llama3;
-        t->ignore_merges = 1;
     } else if (!strcmp(t->pre, "qwen2")) {
         pat = re_qwen2;
     } else {
@@ -231,7 +231,6 @@ struct bpe_ctx {
     struct tok_out *o;
     pcre2_match_data *md;
     int32_t *id, *next, *prev; /* (cap) symbols of the current word; id -1 once merged away */
-    char *word;                /* (2 * cap) the word in the GPT-2 alphabet (ignore_merges) */
     struct tok_heap heap;      /* (3 * cap) */
     size_t cap;                /* symbols */
 };
@@ -247,16 +246,14 @@ static int ctx_reserve(struct bpe_ctx *c, size_t n)
     nr_free(c->id);
     nr_free(c->next);
     nr_free(c->prev);
-    nr_free(c->word);
     nr_free(c->heap.e);
     c->cap = 0;
     c->id = nr_malloc(cap * sizeof *c->id);
     c->next = nr_malloc(cap * sizeof *c->next);
     c->prev = nr_malloc(cap * sizeof *c->prev);
-    c->word = nr_malloc(2 * cap);
     c->heap.e = nr_malloc(3 * cap * sizeof *c->heap.e);
     hc = 3 * cap;
-    if (!c->id || !c->next || !c->prev || !c->word || !c->heap.e)
+    if (!c->id || !c->next || !c->prev || !c->heap.e)
         return nr_err_set(NR_ENOMEM, "tok: out of memory for a word of %zu bytes", n);
     c->heap.cap = hc;
     c->cap = cap;
@@ -286,16 +283,6 @@ static int bpe_word(struct bpe_ctx *c, const unsigned char *w, size_t n)
     }
     if ((rc = ctx_reserve(c, n)) != NR_OK)
         return rc;
-    if (t->ignore_merges) {
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            k += (size_t)put_utf8(byte_cp(w[i]), c->word + k);
-        int id = tok_map_get(t, c->word, k);
-        if (id >= 0) {
-            tok_out_push(c->o, id);
-            return NR_OK;
-        }
-    }
     size_t ns = 0;
     for (size_t i = 0; i < n; i++) {
         if (t->byte_id[w[i]] < 0)
@@ -394,7 +381,6 @@ int tok_bpe_encode(const struct nr_tok *t, const char *text, size_t len, struct 
     nr_free(c.id);
     nr_free(c.next);
     nr_free(c.prev);
-    nr_free(c.word);
     nr_free(c.heap.e);
     return rc;
 }

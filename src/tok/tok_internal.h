@@ -60,9 +60,8 @@ struct nr_tok {
     uint32_t *pair_rank; /* (pair_mask + 1) merge rank (line in the merges list) */
     int32_t *pair_id;    /* (pair_mask + 1) id of the merged token */
     uint32_t pair_mask;
-    void *re;          /* pcre2_code_8 * (JIT-compiled), the pre-tokenizer split */
-    void *re_digit;    /* smollm: \p{N}, each digit a piece of its own first; else NULL */
-    int ignore_merges; /* llama-bpe: a word that is a whole token is that token */
+    void *re;       /* pcre2_code_8 * (JIT-compiled), the pre-tokenizer split */
+    void *re_digit; /* smollm: \p{N}, each digit a piece of its own first; else NULL */
 
     /* SPM: merge order of each token: HF sorts merges by (score desc, ...). */
     uint32_t *srank; /* (n_vocab) dense rank of score, best 0 */
