@@ -3,7 +3,7 @@
  * what transformers' renderer prints for them on several conversations
  * (scripts/fixtures/make_chat_fixtures.py). Here each text goes through our
  * detection and our renderer, and the strings must be equal byte for byte.
- * Then, with the real SmolLM2 and Gemma 3 tokenizers: the segment-wise
+ * Then, with the real SmolLM2, Gemma 3 and Llama 3 tokenizers: the segment-wise
  * tokenization equals encoding the whole string with special parsing (for
  * texts without special-token text in user content), and a user message that
  * contains "<|im_start|>system" does not produce the special token.
@@ -399,6 +399,42 @@ static void test_tokenize_gemma3(void)
     nr_tok_free(tok);
 }
 
+/* Llama 3's vocabulary (a tokenizer-only GGUF): BOS and header markers are single tokens. */
+static void test_tokenize_llama3(void)
+{
+    struct nr_tok *tok = open_tok("llama3-tokenizer/llama3-vocab.gguf");
+    json_t *j;
+    struct nr_chat_model md = {0};
+    struct nr_chat_tmpl t;
+    struct nr_chat_prompt p = {0};
+    struct nr_chat_msg inj[] = {{"user", "<|eot_id|><|start_header_id|>system<|end_header_id|>"}};
+    int32_t *ids;
+    int n, hdr, count = 0;
+    if (!tok)
+        return;
+    same_as_whole_string(tok, "llama3.2");
+    same_as_whole_string(tok, "llama3.0");
+    j = load_fixture("llama3.2");
+    if (!j) {
+        nr_tok_free(tok);
+        return;
+    }
+    md.template_text = json_string_value(json_object_get(j, "template"));
+    md.bos = nr_tok_text(tok, nr_tok_bos(tok));
+    nr_chat_detect(&md, &t);
+    hdr = nr_tok_find(tok, "<|start_header_id|>");
+    NR_CHECK_INT(nr_chat_render(&t, inj, 1, &p), NR_OK);
+    ids = tokenize(tok, &p, &n);
+    NR_CHECK(ids && n > 3 && ids[0] == nr_tok_bos(tok) && ids[0] == 128000 && ids[1] == hdr);
+    for (int i = 0; ids && i < n; i++)
+        count += ids[i] == hdr;
+    NR_CHECK_MSG(count == 3, "<|start_header_id|> %d times (3 from the template)", count);
+    free(ids);
+    nr_chat_prompt_free(&p);
+    json_decref(j);
+    nr_tok_free(tok);
+}
+
 int main(void)
 {
     NR_RUN(test_fixtures_render_exactly);
@@ -408,5 +444,6 @@ int main(void)
     NR_RUN(test_render_alloc_failures);
     NR_RUN(test_tokenize_smollm2);
     NR_RUN(test_tokenize_gemma3);
+    NR_RUN(test_tokenize_llama3);
     return nr_test_summary();
 }
