@@ -4,4 +4,4 @@
  */
 #include "quant_x86.h"
 
-const struct nr_quant_kernels nr_quant_avx2_kernels = QX_KERNELS("avx2");
+const struct nr_quant_kernels nr_quant_avx2_kernels = QX_KERNELS("avx2", qx_q4_k, qx_q6_k);

@@ -165,17 +165,19 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
 
 /* ------------------------------------------------------------ K types */
 
-/* Q4_K/Q5_K's packed scales -> sc[0..7] and m[0..7] as bytes (layout in quant.c). */
-QX_INLINE void qx_kscales(const uint8_t *s, uint8_t sc[8], uint8_t m[8])
+/*
+ * Q4_K/Q5_K's packed scales -> the 8 scales and the 8 mins as the bytes of
+ * two 64-bit integers (layout in quant.c). Kept in registers: storing them
+ * as bytes and reloading 8 at a time stalls store-to-load forwarding.
+ */
+QX_INLINE void qx_kscales(const uint8_t *s, uint64_t *sc, uint64_t *m)
 {
-    uint32_t u[3], v[4];
+    uint32_t u[3];
     memcpy(u, s, 12);
-    v[0] = u[0] & 0x3f3f3f3fu;
-    v[1] = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
-    v[2] = u[1] & 0x3f3f3f3fu;
-    v[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
-    memcpy(sc, v, 8);
-    memcpy(m, v + 2, 8);
+    *sc = (u[0] & 0x3f3f3f3fu) | (uint64_t)((u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u))
+                                     << 32;
+    *m = (u[1] & 0x3f3f3f3fu) |
+         (uint64_t)(((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u)) << 32;
 }
 
 /* q5: 0 for Q4_K, 1 for Q5_K. */
@@ -194,16 +196,16 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
         bs[j] = nr_qa_bsums(xq + (size_t)j * xs, k);
     }
     for (int b = 0; b < k / 256; b++, w += bytes) {
-        uint8_t sc[8], m[8];
+        uint64_t sc, m;
         const uint8_t *qs = w + (q5 ? 48 : 16);
         __m256i sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR], qh = _mm256_setzero_si256();
         float d = qx_h(w), dmin = qx_h(w + 2);
 
-        qx_kscales(w + 4, sc, m);
+        qx_kscales(w + 4, &sc, &m);
         /* the 8 scales in both 128-bit lanes, for per-chunk byte broadcasts */
-        const __m256i sc8 = _mm256_broadcastsi128_si256(_mm_loadl_epi64((const __m128i *)sc));
+        const __m256i sc8 = _mm256_broadcastsi128_si256(_mm_cvtsi64_si128((long long)sc));
         /* mins: m[j] repeated for the two 16-sums of sub-block j */
-        __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m));
+        __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m));
         __m256i m16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)),
                                               _mm_unpackhi_epi16(m8, m8), 1);
         if (q5)
@@ -382,7 +384,8 @@ QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
 /* ------------------------------------------------------------ entry points */
 
 #define QX_ENTRY(name, call)                                                                       \
-    static void name(const void *w, const void *xq, size_t xs, int nx, int k, float *out)          \
+    __attribute__((unused)) static void name(const void *w, const void *xq, size_t xs, int nx,     \
+                                             int k, float *out)                                    \
     {                                                                                              \
         switch (nx) {                                                                              \
         case 1:                                                                                    \
@@ -465,15 +468,17 @@ static void qx_f32_to_f16(const float *x, uint16_t *y, int n)
         y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
-#define QX_KERNELS(var_name)                                                                       \
+/* The table of one variant; q4k / q6k name the Q4_K and Q6_K kernels (the
+ * avx512 file has its own 512-bit ones). */
+#define QX_KERNELS(var_name, q4k, q6k)                                                             \
     {                                                                                              \
         .name = var_name,                                                                          \
         .dot =                                                                                     \
             {                                                                                      \
                 [NR_GGML_F32] = qx_f32,   [NR_GGML_F16] = qx_f16,   [NR_GGML_BF16] = qx_bf16,      \
                 [NR_GGML_Q4_0] = qx_q4_0, [NR_GGML_Q4_1] = qx_q4_1, [NR_GGML_Q5_0] = qx_q5_0,      \
-                [NR_GGML_Q8_0] = qx_q8_0, [NR_GGML_Q4_K] = qx_q4_k, [NR_GGML_Q5_K] = qx_q5_k,      \
-                [NR_GGML_Q6_K] = qx_q6_k,                                                          \
+                [NR_GGML_Q8_0] = qx_q8_0, [NR_GGML_Q4_K] = q4k,     [NR_GGML_Q5_K] = qx_q5_k,      \
+                [NR_GGML_Q6_K] = q6k,                                                              \
             },                                                                                     \
         .dot_f16 = qx_dot_f16, .axpy_f16 = qx_axpy_f16, .f32_to_f16 = qx_f32_to_f16,               \
     }
