@@ -11,9 +11,11 @@
  *      penalty, a negative one multiplied (the HF / llama.cpp rule, so the
  *      penalty always lowers the token's chance).
  *   3. temperature <= 0: argmax, lowest id on ties (torch.argmax's choice).
- *   4. top-k: the k best candidates. Selected with a quickselect (O(n) on
- *      average, a sort of the range past a depth bound so adversarial inputs
- *      stay O(n log n)); the vocabulary is never fully sorted for small k.
+ *   4. top-k: the k best candidates. k <= n/16 (the usual 40 of 49152 or
+ *      262144): one pass with a heap of the k best so far (one comparison per
+ *      logit). Larger k: a quickselect (O(n) on average, a sort of the range
+ *      past a depth bound so adversarial inputs stay O(n log n)). The
+ *      vocabulary is never fully sorted for top-k.
  *   5. softmax at the temperature over what is left:
  *      w_i = exp((l_i - l_max) / T), p_i = w_i / sum(w).
  *   6. top-p: the smallest prefix (by decreasing probability) whose mass
@@ -293,13 +295,70 @@ static void select_top(struct cand *c, int lo, int hi, int end)
     insertion_sort(c, lo, hi);
 }
 
+/* Sift c[i] down a heap whose root is its WORST element (the k-th best so far). */
+static void heap_sift_worst(struct cand *c, int n, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && before(&c[w], &c[l]))
+            w = l;
+        if (r < n && before(&c[w], &c[r]))
+            w = r;
+        if (w == i)
+            return;
+        struct cand t = c[i];
+        c[i] = c[w];
+        c[w] = t;
+        i = w;
+    }
+}
+
+/*
+ * The k best of logits[0, n) into c[0, k) (unordered), in one pass: a heap
+ * of the k best so far, its worst at the root; a logit enters only when it
+ * beats the root, which for a vocabulary in no particular order happens
+ * about k ln(n / k) times. So the cost is one comparison per logit.
+ */
+static void heap_top_k(const float *logits, int n, int k, struct cand *c)
+{
+    for (int i = 0; i < k; i++) {
+        c[i].v = logits[i];
+        c[i].id = i;
+    }
+    for (int i = k / 2 - 1; i >= 0; i--)
+        heap_sift_worst(c, k, i);
+    for (int i = k; i < n; i++) {
+        struct cand x = {logits[i], i};
+        if (before(&x, &c[0])) {
+            c[0] = x;
+            heap_sift_worst(c, k, 0);
+        }
+    }
+}
+
+/*
+ * Lowest index of the largest value (no NaN in l). Two passes: the maximum
+ * with eight independent lanes (a chain the CPU can overlap, and that
+ * compilers turn into vector max instructions), then its first position.
+ */
 static int32_t argmax(const float *l, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (l[i] > l[best])
-            best = i;
-    return best;
+    float m[8], best;
+    int i = 0;
+    for (int j = 0; j < 8; j++)
+        m[j] = -INFINITY;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = l[i + j] > m[j] ? l[i + j] : m[j];
+    for (; i < n; i++)
+        m[0] = l[i] > m[0] ? l[i] : m[0];
+    best = m[0];
+    for (int j = 1; j < 8; j++)
+        best = m[j] > best ? m[j] : best;
+    for (i = 0; i < n; i++)
+        if (l[i] == best)
+            return i;
+    return 0;
 }
 
 int nr_sampler_sample(struct nr_sampler *s, float *logits, int32_t *id)
@@ -316,12 +375,9 @@ int nr_sampler_sample(struct nr_sampler *s, float *logits, int32_t *id)
     c = s->cand;
     n = s->n_vocab;
 
-    for (int i = 0; i < n; i++) {
-        if (isnan(logits[i]))
-            logits[i] = -INFINITY;
-        else if (logits[i] == INFINITY)
-            logits[i] = FLT_MAX;
-    }
+    for (int i = 0; i < n; i++)
+        if (!(logits[i] <= FLT_MAX)) /* NaN or +inf, rare: one branch per logit */
+            logits[i] = isnan(logits[i]) ? -INFINITY : FLT_MAX;
     apply_penalty(s, logits);
 
     *id = argmax(logits, n);
@@ -335,13 +391,18 @@ int nr_sampler_sample(struct nr_sampler *s, float *logits, int32_t *id)
     }
     inv_t = 1.0f / p->temperature;
 
-    for (int i = 0; i < n; i++) {
-        c[i].v = logits[i];
-        c[i].id = i;
-    }
-    if (p->top_k > 0 && p->top_k < n) {
-        select_top(c, 0, n, p->top_k);
+    if (p->top_k > 0 && p->top_k <= n / 16) {
+        heap_top_k(logits, n, p->top_k, c);
         n = p->top_k;
+    } else {
+        for (int i = 0; i < n; i++) {
+            c[i].v = logits[i];
+            c[i].id = i;
+        }
+        if (p->top_k > 0 && p->top_k < n) {
+            select_top(c, 0, n, p->top_k);
+            n = p->top_k;
+        }
     }
 
     sum = 0.0;
