@@ -108,7 +108,7 @@ int route_metrics(void *ud, struct nr_http_req *r)
         kv = l.kv_bytes;
     }
 
-    nr_http_metrics(s->http, &t);
+    nr_http_metrics(r->http, &t);
     nr_http_text_printf(
         &t,
         "# HELP nanorag_embed_texts_total Texts embedded by the embed routes.\n"
@@ -147,7 +147,7 @@ int route_metrics(void *ud, struct nr_http_req *r)
         (unsigned long long)bs.texts, (unsigned long long)bs.passes,
         (unsigned long long)bs.requests, bs.busy_s, (unsigned long long)gen_tok, gen_s,
         (unsigned long long)prompt_tok, prompt_s, bs.waiting, busy, waiting,
-        nr_http_active(s->http), (long long)vectors, s->einfo.weight_bytes,
+        nr_http_active(r->http), (long long)vectors, s->einfo.weight_bytes,
         s->einfo.workspace_bytes, index_bytes, kv, nr_mem_held());
     if (t.err) {
         nr_free(t.p);

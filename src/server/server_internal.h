@@ -23,7 +23,7 @@ struct nr_llm;
 struct nr_server {
     struct nr_server_opts o;
     char *db_path, *embed_path, *llm_spec, *llm_key; /* owned copies of the options */
-    struct nr_http *http;
+    struct nr_http *http; /* set after listening starts: handlers use req->http */
     struct nr_embedder *e;
     struct nr_embedder_info einfo;
     char embed_name[128]; /* the embedder as clients name it */
