@@ -495,6 +495,17 @@ except openai.AuthenticationError:
     check("openai client with a wrong key raises 401", True)
 srv.stop()
 
+srv = Server("--llm", "none", "--max-connections", "4")
+socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(4)]
+time.sleep(0.2)
+expect_error(srv, "a 5th connection past --max-connections 4", "GET", "/api/tags", None, 503)
+for s_ in socks:
+    s_.close()
+time.sleep(0.2)
+st, h, _ = req(srv, "GET", "/api/tags")
+check("connections free again -> 200", st == 200, st)
+srv.stop()
+
 r = subprocess.run([NR, "serve", "--listen", "0.0.0.0:0", "--llm", "none"], capture_output=True,
                    timeout=60, env={k: v for k, v in os.environ.items() if k != "NANORAG_API_KEY"})
 check("non-loopback listen without a key is refused",

@@ -29,7 +29,7 @@ static void usage(FILE *f)
             "                     [--llm MODEL.gguf|ollama:NAME[@URL]|openai:NAME@URL|none]\n"
             "                     [--api-key KEY] [--allow-host NAME]... [--threads N]\n"
             "                     [--slots N] [--queue N] [--ctx N] [--max-inputs N]\n"
-            "                     [--access-log]\n"
+            "                     [--max-connections N] [--access-log]\n"
             "\n"
             "  --listen       address to listen on (default 127.0.0.1:8080); anything but\n"
             "                 loopback needs --api-key (or NANORAG_API_KEY)\n"
@@ -83,6 +83,7 @@ int cli_serve(int argc, char **argv)
                                              {"ctx", required_argument, NULL, 'c'},
                                              {"max-inputs", required_argument, NULL, 'i'},
                                              {"access-log", no_argument, NULL, 'A'},
+                                             {"max-connections", required_argument, NULL, 'C'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     char data[4096] = "", embed[4096] = "", db[4200], host[300] = "127.0.0.1";
@@ -94,7 +95,7 @@ int cli_serve(int argc, char **argv)
     int c, n_allow = 0, sig;
 
     nr_server_opts_default(&o);
-    while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:Ah", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:AC:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'l': {
             char arg[256]; /* a copy: parsing cuts it, and argv shows in ps */
@@ -147,6 +148,10 @@ int cli_serve(int argc, char **argv)
             break;
         case 'A':
             o.http.access_log = 1;
+            break;
+        case 'C':
+            if (nr_parse_int(optarg, 1, 4096, "--max-connections", &o.http.max_connections))
+                return cli_fail("serve");
             break;
         case 'h':
             usage(stdout);

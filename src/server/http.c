@@ -11,10 +11,13 @@
  *      closes the connection instead of reading a body nobody wants;
  *   2. append body pieces into a buffer that never grows past the cap (a
  *      chunked body that goes past it is discarded and answered 413 at the
- *      end; past 4x the cap the connection is dropped);
- *   3. (last call) answer 404 / 405 / 413, or call the route's handler.
- * No reply is queued on a call that still has body to come: libmicrohttpd
- * allows it only on the first call, and then it must close the connection.
+ *      end; past 4x the cap the connection is dropped); *   3. (last call) answer 404 / 405 / 413,
+ * or call the route's handler. Slow clients (RELIABILITY F17): a connection has header_timeout_s
+ * (10 s) of silence to finish its headers, then idle_timeout_s (60 s) between requests; past
+ * max_connections, up to 64 more are answered 503 and closed, beyond that libmicrohttpd refuses
+ * them. With one thread per connection a slow client holds only its own thread. No reply is queued
+ * on a call that still has body to come: libmicrohttpd allows it only on the first call, and then
+ * it must close the connection.
  *
  * Checks, in order (RELIABILITY F15-F16, CVE-2024-28224):
  *   Host    the host part must be a loopback name, the listen address or a
@@ -71,6 +74,7 @@
 #define HEADER_MEM     (64 << 10) /* per-connection memory for headers: larger -> 431 */
 #define DISCARD_FACTOR 4          /* drop the connection past this many times the cap */
 #define N_BUCKETS      14
+#define CONN_HEADROOM  64 /* connections past max_connections answered 503 */
 
 static const double bucket_le[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                             0.25,  0.5,    1,     2.5,  5,     10,   30};
@@ -95,6 +99,7 @@ struct nr_http {
     pthread_mutex_t mu;                       /* guards stats and active */
     struct route_stats stats[MAX_ROUTES + 1]; /* last: unmatched requests */
     int active;                               /* requests in progress */
+    int conns;                                /* open connections */
 };
 
 struct nr_http_stream {
@@ -141,6 +146,7 @@ void nr_http_opts_default(struct nr_http_opts *o)
     o->max_upload = 32 << 20;
     o->max_connections = 256;
     o->idle_timeout_s = 60;
+    o->header_timeout_s = 10;
 }
 
 int nr_http_is_loopback(const char *host)
@@ -715,6 +721,17 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct nr_http *h = cls;
+    (void)conn;
+    (void)socket_ctx;
+    pthread_mutex_lock(&h->mu);
+    h->conns += code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1;
+    pthread_mutex_unlock(&h->mu);
+}
+
 static int append_body(struct req_ctx *c, const char *data, size_t n)
 {
     size_t need;
@@ -750,9 +767,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct nr_http *h = cls;
     struct req_ctx *c = *con_cls;
     (void)version;
-
     if (!c) {
         const char *cl;
+        int over;
         c = nr_calloc(1, sizeof *c);
         if (!c)
             return MHD_NO;
@@ -769,7 +786,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = c;
         pthread_mutex_lock(&h->mu);
         h->active++;
+        over = h->conns > h->o.max_connections;
         pthread_mutex_unlock(&h->mu);
+        /* headers are in: from now on the connection may idle as long as
+         * keep-alive allows (until here the short header timeout applied) */
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)h->o.idle_timeout_s);
+        if (over) {
+            nr_http_error(&c->req, 503, "too many connections (%d); retry later",
+                          h->o.max_connections);
+            return MHD_YES;
+        }
         if (check_request(h, c))
             return MHD_YES;
         cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -866,12 +893,16 @@ int nr_http_start(const struct nr_http_opts *o, const struct nr_http_route *rout
     }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, h,
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned)o->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                            (size_t)HEADER_MEM, MHD_OPTION_NOTIFY_COMPLETED, completed, h,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    /* the hard cap sits above max_connections so the excess gets a 503
+     * instead of a silent close */
+    h->d = MHD_start_daemon(
+        flags, (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections + CONN_HEADROOM,
+        MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)(o->header_timeout_s > 0 ? o->header_timeout_s : 10),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HEADER_MEM, MHD_OPTION_NOTIFY_COMPLETED,
+        completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->d) {
         rc = nr_err_set(NR_EIO,

@@ -61,10 +61,11 @@ struct nr_http_opts {
     const char *api_key; /* NULL: no key (only allowed on a loopback address) */
     const char *allow_hosts[NR_HTTP_MAX_ALLOW]; /* extra Host/Origin host names, NULL-ended */
     size_t max_body;                            /* bytes of a JSON body (default 1 MiB) -> 413 */
-    size_t max_upload;   /* bytes of an upload body (default 32 MiB) -> 413 */
-    int max_connections; /* open connections (default 256) */
-    int idle_timeout_s;  /* a connection idle this long is closed (default 60) */
-    int access_log;      /* 1: one info line per request */
+    size_t max_upload;    /* bytes of an upload body (default 32 MiB) -> 413 */
+    int max_connections;  /* open connections (default 256) */
+    int idle_timeout_s;   /* a connection idle this long is closed (default 60) */
+    int header_timeout_s; /* silence allowed before the headers are complete (default 10) */
+    int access_log;       /* 1: one info line per request */
 };
 
 void nr_http_opts_default(struct nr_http_opts *o);
