@@ -479,6 +479,75 @@ static void test_act(void)
     nr_free(xq);
 }
 
+/*
+ * Every variant's act block gives the reference's bytes: quants, scales and
+ * sums, on Gaussian rows, exact ties (x / d = n + 0.5 when amax = 127),
+ * zeros, subnormals, huge values and blocks with NaN / Inf.
+ */
+static void test_act_variants(void)
+{
+    const int k = 1024;
+    float *x = nr_malloc((size_t)k * 4);
+    size_t ab = nr_quant_act_bytes(NR_GGML_Q4_0, k) > nr_quant_act_bytes(NR_GGML_Q4_K, k)
+                    ? nr_quant_act_bytes(NR_GGML_Q4_0, k)
+                    : nr_quant_act_bytes(NR_GGML_Q4_K, k);
+    uint8_t *ref = nr_aligned_alloc(64, ab), *got = nr_aligned_alloc(64, ab);
+
+    for (int pass = 0; pass < 6; pass++) {
+        for (int i = 0; i < k; i++) {
+            switch (pass) {
+            case 0:
+                x[i] = nrand();
+                break;
+            case 1: /* amax 127 -> d = 1: halves are exact ties */
+                x[i] = i % 32 == 0 ? 127.0f : (float)((int)(rng_next() % 41) - 20) * 0.5f;
+                break;
+            case 2:
+                x[i] = i < 300 ? 0.0f : nrand() * 1e-38f; /* zeros, subnormals */
+                break;
+            case 3:
+                x[i] = nrand() * 1e37f;
+                break;
+            case 4:
+                x[i] = nrand();
+                if (i == 40)
+                    x[i] = NAN;
+                if (i == 700)
+                    x[i] = -INFINITY;
+                break;
+            default:
+                x[i] = nrand() * (float)(1 << (i % 20)) * 1e-3f;
+                break;
+            }
+        }
+        for (int q8k = 0; q8k < 2; q8k++) {
+            int wt = q8k ? NR_GGML_Q4_K : NR_GGML_Q4_0;
+            size_t sums = q8k ? (size_t)k / 256 * 4 + (size_t)k / 16 * 2 : (size_t)k / 32 * 8;
+            nr_quant_kernels_force(&nr_quant_scalar_kernels);
+            memset(ref, 0, ab);
+            nr_quant_act(wt, x, k, ref);
+            for (size_t v = 0; v < sizeof variant_names / sizeof variant_names[0]; v++) {
+                const struct nr_quant_kernels *K = nr_quant_kernels_by_name(variant_names[v]);
+                if (!K)
+                    continue;
+                nr_quant_kernels_force(K);
+                memset(got, 0, ab);
+                nr_quant_act(wt, x, k, got);
+                NR_CHECK_MSG(!memcmp(got, ref, (size_t)k), "%s act %s pass %d: quants differ",
+                             K->name, q8k ? "q8k" : "q8", pass);
+                /* scales (NaN == NaN bitwise) and sums */
+                NR_CHECK_MSG(
+                    !memcmp(got + nr_qa_up64((size_t)k), ref + nr_qa_up64((size_t)k), sums),
+                    "%s act %s pass %d: scales or sums differ", K->name, q8k ? "q8k" : "q8", pass);
+            }
+        }
+    }
+    nr_quant_kernels_force(NULL);
+    nr_free(x);
+    nr_free(ref);
+    nr_free(got);
+}
+
 /* ------------------------------------------------------------ dots (scalar) */
 
 /*
@@ -741,6 +810,7 @@ int main(void)
     NR_RUN(test_real_rows);
     NR_RUN(test_quantize_roundtrip);
     NR_RUN(test_act);
+    NR_RUN(test_act_variants);
     NR_RUN(test_dot_vs_dequant);
     NR_RUN(test_simd_vs_scalar);
     NR_RUN(test_matvec_matmul);

@@ -621,10 +621,13 @@ size_t nr_quant_act_bytes(int wtype, int k)
 }
 
 /*
- * Quantize n = blk elements to int8 with d = amax / 127; returns d (NaN if
- * x holds NaN or Inf) and the quants in q.
+ * One act block (the reference; SIMD variants must give the same bytes):
+ * d = amax / 127, q = roundf(x / d) (half away from zero) clamped to
+ * ±127, and gsum[g] = the sum of q over elements 16g .. 16g+15. A block
+ * holding NaN or Inf gets d = NaN and q = 0; a block with d < 1e-30 gets
+ * q = 0.
  */
-static float act_block(const float *x, int n, int8_t *q)
+float nr_quant_act_block_ref(const float *x, int n, int8_t *q, int32_t *gsum)
 {
     float amax = 0.0f;
     int finite = 1;
@@ -636,16 +639,27 @@ static float act_block(const float *x, int n, int8_t *q)
             amax = a;
     }
     float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    /* below 1e-30 the block is zeros (1/d could overflow and make 0 * inf) */
+    float id = d >= 1e-30f ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++)
-        q[i] = (int8_t)round_clamp(x[i] * id, -127, 127);
+        q[i] = finite ? (int8_t)round_clamp(x[i] * id, -127, 127) : 0;
+    for (int g = 0; g < n / 16; g++) {
+        int s = 0;
+        for (int i = 0; i < 16; i++)
+            s += q[16 * g + i];
+        gsum[g] = s;
+    }
     return finite ? d : NAN;
 }
 
 void nr_quant_act(int wtype, const float *x, int k, void *xq)
 {
     const struct qtrait *t = trait(wtype);
+    const struct nr_quant_kernels *K = nr_quant_kernels_get();
+    float (*blk)(const float *, int, int8_t *, int32_t *) =
+        K->act_block ? K->act_block : nr_quant_act_block_ref;
     int8_t *qs = xq;
+    int32_t gsum[16];
 
     if (!t || k <= 0 || k % t->block)
         return;
@@ -657,22 +671,15 @@ void nr_quant_act(int wtype, const float *x, int k, void *xq)
     if (t->act == ACT_Q8) {
         int32_t *isum = (int32_t *)nr_qa_isum(xq, k);
         for (int b = 0; b < k / 32; b++) {
-            int s = 0;
-            d[b] = act_block(x + 32 * b, 32, qs + 32 * b);
-            for (int i = 0; i < 32; i++)
-                s += qs[32 * b + i];
-            isum[b] = s;
+            d[b] = blk(x + 32 * b, 32, qs + 32 * b, gsum);
+            isum[b] = gsum[0] + gsum[1];
         }
     } else {
         int16_t *bs = (int16_t *)nr_qa_bsums(xq, k);
         for (int b = 0; b < k / 256; b++) {
-            d[b] = act_block(x + 256 * b, 256, qs + 256 * b);
-            for (int g = 0; g < 16; g++) {
-                int s = 0;
-                for (int i = 0; i < 16; i++)
-                    s += qs[256 * b + 16 * g + i];
-                bs[16 * b + g] = (int16_t)s;
-            }
+            d[b] = blk(x + 256 * b, 256, qs + 256 * b, gsum);
+            for (int g = 0; g < 16; g++)
+                bs[16 * b + g] = (int16_t)gsum[g];
         }
     }
 }

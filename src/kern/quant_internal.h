@@ -70,7 +70,15 @@ struct nr_quant_kernels {
     float (*dot_f16)(const uint16_t *a, const float *b, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
     void (*f32_to_f16)(const float *x, uint16_t *y, int n);
+    /* One act block of n (32 or 256) floats: q, the 16-element sums and the
+     * returned scale, byte for byte as nr_quant_act_block_ref. NULL: scalar. */
+    float (*act_block)(const float *x, int n, int8_t *q, int32_t *gsum);
 };
+
+/* The reference act block (quant.c): d = amax / 127 (NaN, with q = 0, if x
+ * holds NaN or Inf), q = roundf(x / d) clamped to ±127 (0 if d < 1e-30),
+ * gsum[g] = sum of q[16g .. 16g+15]. */
+float nr_quant_act_block_ref(const float *x, int n, int8_t *q, int32_t *gsum);
 
 extern const struct nr_quant_kernels nr_quant_scalar_kernels;
 #if defined(__x86_64__)

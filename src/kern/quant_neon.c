@@ -419,6 +419,50 @@ static void qn_f32_to_f16(const float *x, uint16_t *y, int n)
     }
 }
 
+/* ------------------------------------------------------------ act */
+
+/* roundf of finite v clamped to ±127 (as quant_x86.h's qx_round8). */
+QN_INLINE int32x4_t qn_round4(float32x4_t v)
+{
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    float32x4_t t = vrndq_f32(v); /* toward zero */
+    float32x4_t f = vsubq_f32(v, t);
+    float32x4_t up = vreinterpretq_f32_u32(
+        vandq_u32(vcgeq_f32(f, vdupq_n_f32(0.5f)), vreinterpretq_u32_f32(one)));
+    float32x4_t dn = vreinterpretq_f32_u32(
+        vandq_u32(vcleq_f32(f, vdupq_n_f32(-0.5f)), vreinterpretq_u32_f32(one)));
+    t = vsubq_f32(vaddq_f32(t, up), dn);
+    t = vminq_f32(vmaxq_f32(t, vdupq_n_f32(-127.0f)), vdupq_n_f32(127.0f));
+    return vcvtq_s32_f32(t);
+}
+
+/* nr_quant_act_block_ref, byte for byte; NaN/Inf blocks go to it. */
+static float qn_act_block(const float *x, int n, int8_t *q, int32_t *gsum)
+{
+    float32x4_t mx = vdupq_n_f32(0.0f);
+    uint32x4_t bad = vdupq_n_u32(0);
+    for (int i = 0; i < n; i += 4) {
+        float32x4_t a = vabsq_f32(vld1q_f32(x + i));
+        /* not (a <= FLT_MAX): NaN or Inf */
+        bad = vorrq_u32(bad, vmvnq_u32(vcleq_f32(a, vdupq_n_f32(3.4028235e38f))));
+        mx = vmaxq_f32(mx, a);
+    }
+    if (vmaxvq_u32(bad))
+        return nr_quant_act_block_ref(x, n, q, gsum);
+    float d = vmaxvq_f32(mx) / 127.0f;
+    float id = d >= 1e-30f ? 1.0f / d : 0.0f;
+    for (int g = 0; g < n / 16; g++) {
+        int32x4_t i[4];
+        for (int u = 0; u < 4; u++)
+            i[u] = qn_round4(vmulq_n_f32(vld1q_f32(x + 16 * g + 4 * u), id));
+        int16x8_t h0 = vcombine_s16(vmovn_s32(i[0]), vmovn_s32(i[1]));
+        int16x8_t h1 = vcombine_s16(vmovn_s32(i[2]), vmovn_s32(i[3]));
+        vst1q_s8(q + 16 * g, vcombine_s8(vmovn_s16(h0), vmovn_s16(h1)));
+        gsum[g] = vaddvq_s32(vaddq_s32(vaddq_s32(i[0], i[1]), vaddq_s32(i[2], i[3])));
+    }
+    return d;
+}
+
 const struct nr_quant_kernels nr_quant_neon_kernels = {
     .name = "neon",
     .dot =
@@ -437,4 +481,5 @@ const struct nr_quant_kernels nr_quant_neon_kernels = {
     .dot_f16 = qn_dot_f16,
     .axpy_f16 = qn_axpy_f16,
     .f32_to_f16 = qn_f32_to_f16,
+    .act_block = qn_act_block,
 };

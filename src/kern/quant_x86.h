@@ -468,6 +468,63 @@ static void qx_f32_to_f16(const float *x, uint16_t *y, int n)
         y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
+/* ------------------------------------------------------------ act */
+
+/* roundf (half away from zero) of finite v, clamped to ±127, as int32:
+ * trunc(v) plus the sign where the fraction v - trunc(v) (exact for
+ * |v| < 2^23) reaches one half. */
+QX_INLINE __m256i qx_round8(__m256 v)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m256 f = _mm256_sub_ps(v, t);
+    __m256 up = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one);
+    __m256 dn = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(-0.5f), _CMP_LE_OQ), one);
+    t = _mm256_sub_ps(_mm256_add_ps(t, up), dn);
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    return _mm256_cvttps_epi32(t);
+}
+
+QX_INLINE int32_t qx_hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* nr_quant_act_block_ref, byte for byte (tested): the same float operations
+ * (amax is exact in any order), roundf by qx_round8. Blocks with NaN/Inf go
+ * to the reference. */
+static float qx_act_block(const float *x, int n, int8_t *q, int32_t *gsum)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(3.4028235e38f);
+    __m256 mx = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+
+    for (int i = 0; i < n; i += 8) {
+        __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i));
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));
+        mx = _mm256_max_ps(mx, a);
+    }
+    if (_mm256_movemask_ps(bad))
+        return nr_quant_act_block_ref(x, n, q, gsum);
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float d = _mm_cvtss_f32(m) / 127.0f;
+    __m256 id = _mm256_set1_ps(d >= 1e-30f ? 1.0f / d : 0.0f);
+    for (int g = 0; g < n / 16; g++) {
+        __m256i i0 = qx_round8(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * g), id));
+        __m256i i1 = qx_round8(_mm256_mul_ps(_mm256_loadu_ps(x + 16 * g + 8), id));
+        /* int32 -> int16 (lane-wise, reordered) -> int8 */
+        __m256i h = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xd8);
+        __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        _mm_storeu_si128((__m128i *)(q + 16 * g), b);
+        gsum[g] = qx_hsum_i32(_mm256_add_epi32(i0, i1));
+    }
+    return d;
+}
+
 /* The table of one variant; q4k / q6k name the Q4_K and Q6_K kernels (the
  * avx512 file has its own 512-bit ones). */
 #define QX_KERNELS(var_name, q4k, q6k)                                                             \
@@ -481,6 +538,7 @@ static void qx_f32_to_f16(const float *x, uint16_t *y, int n)
                 [NR_GGML_Q6_K] = q6k,                                                              \
             },                                                                                     \
         .dot_f16 = qx_dot_f16, .axpy_f16 = qx_axpy_f16, .f32_to_f16 = qx_f32_to_f16,               \
+        .act_block = qx_act_block,                                                                 \
     }
 
 #endif
