@@ -83,7 +83,7 @@ static void print_ids(const char *what, const int32_t *a, int n, json_t *arr)
 static size_t stream_all(const struct nr_tok *t, const int32_t *ids, int n, char *out, size_t cap)
 {
     struct nr_tok_stream s;
-    char buf[3 * (NR_TOK_MAX_PIECE + 8)];
+    char buf[NR_TOK_STREAM_CAP];
     size_t o = 0;
     nr_tok_stream_init(&s, t);
     for (int i = 0; i <= n; i++) {

@@ -11,10 +11,12 @@
  * Ids equal the Hugging Face tokenizer of the same model (fixtures in
  * tests/fixtures/, made by scripts/fixtures/ with transformers / tiktoken).
  *
- * Special tokens (token_type CONTROL or USER_DEFINED, e.g. <|im_start|>,
- * <start_of_turn>) are matched as whole tokens in the text only when
+ * Special tokens (token_type CONTROL or UNKNOWN, e.g. <|im_start|>,
+ * <start_of_turn>, <s>) are matched as whole tokens in the text only when
  * NR_TOK_PARSE_SPECIAL is given (chat prompts we render ourselves);
  * user-supplied text is encoded without it, so it cannot forge a turn.
+ * USER_DEFINED tokens (Gemma's "\n" runs, "<table>", ...) are plain text
+ * the vocabulary keeps whole: they are matched always, as HF does.
  *
  * Lifetime: immutable after nr_tok_open_gguf; every const function may run
  * on any number of threads at once. The tokenizer copies what it needs from
@@ -69,17 +71,24 @@ int nr_tok_encode(const struct nr_tok *t, const char *text, size_t len, int flag
 /*
  * The bytes of token id as they appear in text (byte-level BPE unmapped,
  * "▁" -> " ", <0xAB> -> byte 0xAB; special tokens give their text unless
- * skip_special). Writes up to cap bytes to buf, returns the length (may be 0;
- * may be a partial UTF-8 sequence — see nr_tok_stream), or a negative error.
+ * skip_special). Writes the piece to buf and returns its length (may be 0;
+ * may be a partial UTF-8 sequence — see nr_tok_stream); NR_ELIMIT if it
+ * does not fit in cap (cap >= NR_TOK_MAX_PIECE always fits), NR_EINVAL for
+ * an id out of range.
  */
 int nr_tok_piece(const struct nr_tok *t, int id, int skip_special, char *buf, int cap);
 
 /*
  * Streaming detokenizer: feeds token ids, hands out only complete UTF-8
  * (a character split across tokens is held back until it completes;
- * invalid bytes become U+FFFD). Also drops the leading space SPM adds at
- * the start of a sequence when the model prepends one.
+ * invalid bytes become U+FFFD, one per byte). Special tokens (CONTROL,
+ * UNKNOWN, UNUSED) give no text. Also drops the leading space SPM adds at
+ * the start of a sequence when the model prepends one (add_space_prefix).
+ * Output: cap >= NR_TOK_STREAM_CAP always suffices (valid text needs
+ * NR_TOK_MAX_PIECE + 8); NR_ELIMIT if a smaller buffer is too small.
+ * The struct may be copied; it holds no memory.
  */
+#define NR_TOK_STREAM_CAP (3 * (NR_TOK_MAX_PIECE + 8))
 struct nr_tok_stream {
     const struct nr_tok *tok;
     int n_fed;    /* tokens fed so far */
