@@ -137,8 +137,7 @@ static struct nr_tok *build_spm(int add_space)
                                          "a",
                                          "n",
                                          "an",
-                                         "\xe2\x96\x81"
-                                         "an",
+                                         "\xe2\x96\x81\x61n",
                                          "\xe4\xb8\xad",
                                          "\xe2\x96\x81\xe2\x96\x81",
                                          "the",
