@@ -450,6 +450,23 @@ except (ConnectionError, http.client.HTTPException):
     st = 431
 check("100 KiB header refused (431)", st in (413, 431), st)
 
+# a client that never finishes its headers is dropped after 10 s of silence,
+# and does not hold up anyone else meanwhile (RELIABILITY F17)
+slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+t0 = time.time()
+st, h, _ = req(srv, "GET", "/health")
+check("a stalled client does not block others", st == 200 and time.time() - t0 < 1.0)
+try:
+    got = slow.recv(4096)
+except (ConnectionResetError, socket.timeout):
+    got = b""
+dt = time.time() - t0
+check("stalled headers: connection dropped after ~10 s (%.1f s)" % dt,
+      got in (b"",) or got.startswith(b"HTTP/1.1 408"), (got[:60], dt))
+check("stalled headers: dropped in 8-20 s", 8 <= dt <= 20, dt)
+slow.close()
+
 # ---------------------------------------------------------------- Host / Origin
 
 port = srv.port
