@@ -29,12 +29,13 @@ static void usage(FILE *f)
             "                     [--llm MODEL.gguf|ollama:NAME[@URL]|openai:NAME@URL|none]\n"
             "                     [--api-key KEY] [--allow-host NAME]... [--threads N]\n"
             "                     [--slots N] [--queue N] [--ctx N] [--max-inputs N]\n"
-            "                     [--max-connections N] [--access-log]\n"
+            "                     [--max-connections N] [--int8] [--access-log]\n"
             "\n"
             "  --listen       address to listen on (default 127.0.0.1:8080); anything but\n"
             "                 loopback needs --api-key (or NANORAG_API_KEY)\n"
             "  --api-key      require \"Authorization: Bearer KEY\" on every route but /health\n"
             "  --allow-host   another Host / Origin name to accept (DNS rebinding protection)\n"
+            "  --int8         int8 embedder (about 3x the speed, cosine >= 0.985 to fp32)\n"
             "  --llm          the generator (default: the local SmolLM2-135M-Instruct GGUF when\n"
             "                 it is installed, else none); none: embeddings and search only\n");
 }
@@ -83,6 +84,7 @@ int cli_serve(int argc, char **argv)
                                              {"ctx", required_argument, NULL, 'c'},
                                              {"max-inputs", required_argument, NULL, 'i'},
                                              {"access-log", no_argument, NULL, 'A'},
+                                             {"int8", no_argument, NULL, '8'},
                                              {"max-connections", required_argument, NULL, 'C'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
@@ -95,7 +97,7 @@ int cli_serve(int argc, char **argv)
     int c, n_allow = 0, sig;
 
     nr_server_opts_default(&o);
-    while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:AC:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:AC:8h", longopts, NULL)) != -1) {
         switch (c) {
         case 'l': {
             char arg[256]; /* a copy: parsing cuts it, and argv shows in ps */
@@ -148,6 +150,9 @@ int cli_serve(int argc, char **argv)
             break;
         case 'A':
             o.http.access_log = 1;
+            break;
+        case '8':
+            o.embed_int8 = 1;
             break;
         case 'C':
             if (nr_parse_int(optarg, 1, 4096, "--max-connections", &o.http.max_connections))

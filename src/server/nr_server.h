@@ -30,6 +30,7 @@ struct nr_server_opts {
     int llm_queue;            /* requests waiting for a slot (< 0: backend default) */
     int llm_ctx;              /* context positions per slot (<= 0: backend default) */
     int threads;              /* embedder / generator threads (<= 0: one per CPU) */
+    int embed_int8;           /* 1: the embedder's int8 path (nr_embed.h NR_PREC_INT8) */
     int max_inputs;           /* texts per embed request (default 256) */
     size_t max_prompt;        /* bytes of a prompt or of all messages (default 256 KiB) */
 };

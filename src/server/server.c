@@ -312,6 +312,8 @@ int nr_server_open(const struct nr_server_opts *o, struct nr_server **out)
 
     nr_embed_opts_default(&eo);
     eo.threads = o->threads;
+    if (o->embed_int8)
+        eo.precision = NR_PREC_INT8;
     if ((rc = nr_embedder_open(s->embed_path, &eo, &s->e))) {
         nr_err_wrap(rc, "loading the embedding model");
         goto fail;
