@@ -668,7 +668,9 @@ def generation_tests(srv, model):
           metric(m.decode(), 'nanorag_queue_depth{queue="generate_running"}') == 0)
 
 
-gsrv = Server("--slots", "1", "--queue", "0")
+# the default generator (the local model), or another spec for manual runs
+gspec = ["--llm", os.environ["NR_TEST_LLM_SPEC"]] if os.environ.get("NR_TEST_LLM_SPEC") else []
+gsrv = Server("--slots", "1", "--queue", "0", *gspec)
 st, h, j = jreq(gsrv, "GET", "/health")
 if j.get("generator"):
     _, _, t = jreq(gsrv, "GET", "/v1/models")
