@@ -285,7 +285,8 @@ check("metrics: request counters per route", 'nanorag_http_requests_total{route=
 check("metrics: latency histogram", 'nanorag_http_request_seconds_bucket{route="api_embed"'
       in metrics)
 check("metrics: embeddings, queues, memory", all(k in metrics for k in (
-    "nanorag_embed_texts_total", "nanorag_queue_depth{", "nanorag_memory_bytes{")))
+    "nanorag_embed_texts_total", "nanorag_queue_depth{", "nanorag_memory_bytes{")) and
+      metric(metrics, "nanorag_embed_texts_per_second") > 0)
 print("     (32 concurrent embeds took %d embedder passes)" % passes)
 check("concurrent embeds were coalesced (fewer passes than requests)", 0 < passes < 32, passes)
 

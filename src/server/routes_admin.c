@@ -109,6 +109,20 @@ int route_metrics(void *ud, struct nr_http_req *r)
     }
 
     nr_http_metrics(r->http, &t);
+    /* speeds while working (counters over the seconds spent): rate() of the
+     * counters below gives the load, these give the capacity */
+    nr_http_text_printf(
+        &t,
+        "# HELP nanorag_embed_texts_per_second Texts embedded per second of embedder time.\n"
+        "# TYPE nanorag_embed_texts_per_second gauge\nnanorag_embed_texts_per_second %.3f\n"
+        "# HELP nanorag_generate_tokens_per_second Tokens generated per second of decoding.\n"
+        "# TYPE nanorag_generate_tokens_per_second gauge\n"
+        "nanorag_generate_tokens_per_second %.3f\n"
+        "# HELP nanorag_prompt_tokens_per_second Prompt tokens evaluated per second of prefill.\n"
+        "# TYPE nanorag_prompt_tokens_per_second gauge\nnanorag_prompt_tokens_per_second %.3f\n",
+        bs.busy_s > 0 ? (double)bs.texts / bs.busy_s : 0.0,
+        gen_s > 0 ? (double)gen_tok / gen_s : 0.0,
+        prompt_s > 0 ? (double)prompt_tok / prompt_s : 0.0);
     nr_http_text_printf(
         &t,
         "# HELP nanorag_embed_texts_total Texts embedded by the embed routes.\n"
