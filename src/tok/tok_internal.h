@@ -64,8 +64,11 @@ struct nr_tok {
     void *re_digit; /* smollm: \p{N}, each digit a piece of its own first; else NULL */
 
     /* SPM: merge order of each token: HF sorts merges by (score desc, ...). */
-    uint32_t *srank; /* (n_vocab) dense rank of score, best 0 */
-    uint16_t *ncp;   /* (n_vocab) code points in the lookup text */
+    uint32_t *srank;    /* (n_vocab) dense rank of score, best 0 */
+    uint16_t *ncp;      /* (n_vocab) code points in the lookup text */
+    int64_t bridge[32]; /* code points some token joins to a following "▁" */
+    int n_bridge;
+    int spm_nosplit; /* more bridge characters than fit: never cut a fragment */
 };
 
 uint64_t tok_hash(const char *s, size_t n);
