@@ -126,6 +126,7 @@ struct req_ctx {
     int status;
     int route_idx;    /* -1: none */
     int wrong_method; /* path known, method not */
+    char allow[48];   /* methods the path has, for 405's Allow */
     struct timespec t0;
     struct nr_http_stream *pending; /* made but not handed to the connection */
 };
@@ -302,8 +303,8 @@ static int queue(struct nr_http_req *r, int status, struct MHD_Response *resp, c
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 401)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (status == 405 && r->route)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->route->method);
+    if (status == 405 && c->allow[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, c->allow);
     if (c->replied)
         nr_log_error("http: %s %s answered twice", r->method, r->path);
     else if (MHD_queue_response(c->conn, (unsigned)status, resp) != MHD_YES)
@@ -657,7 +658,7 @@ void nr_http_stream_end(struct nr_http_stream *s)
 /* ------------------------------------------------------------ routing */
 
 static int find_route(struct nr_http *h, const char *method, const char *url, int *wrong_method,
-                      const char **param)
+                      const char **param, char *allow, size_t allow_cap)
 {
     int path_known = 0;
     if (!strcmp(method, "HEAD"))
@@ -674,6 +675,11 @@ static int find_route(struct nr_http *h, const char *method, const char *url, in
         if (!match)
             continue;
         path_known = 1;
+        {
+            size_t n = strlen(allow); /* bounded append; a full list is just cut */
+            snprintf(allow + n, allow_cap - n, "%s%s%s", n ? ", " : "", rt->method,
+                     strcmp(rt->method, "GET") ? "" : ", HEAD");
+        }
         if (!strcmp(rt->method, method)) {
             if (rt->param)
                 *param = url + n;
@@ -779,7 +785,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->req.path = url;
         c->req.body = "";
         c->req.http = h;
-        c->route_idx = find_route(h, method, url, &c->wrong_method, &c->req.param);
+        c->route_idx =
+            find_route(h, method, url, &c->wrong_method, &c->req.param, c->allow, sizeof c->allow);
         c->req.route = c->route_idx >= 0 ? &h->routes[c->route_idx] : NULL;
         c->limit = c->req.route && (c->req.route->flags & NR_HTTP_UPLOAD) ? h->o.max_upload
                                                                           : h->o.max_body;
