@@ -109,10 +109,32 @@ QX_INLINE __m256i qx_block32(__m256i q, const uint8_t *a, int32_t isum, const in
     return QX_DOT_U8I8(_mm256_setzero_si256(), _mm256_sign_epi8(q, q), _mm256_sign_epi8(va, q));
 }
 
+/* 4 fp16 at stride `bytes` (Q4_1's d or m of 4 blocks) -> 4 floats. */
+QX_INLINE __m128 qx_h4(const uint8_t *p, size_t bytes)
+{
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++)
+        memcpy(&h[i], p + (size_t)i * bytes, 2);
+    return _mm_cvtph_ps(
+        _mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+}
+
+/* The int32 totals of s0..s3 (8 lanes each), in order, in one xmm. */
+QX_INLINE __m128i qx_sum4(__m256i s0, __m256i s1, __m256i s2, __m256i s3)
+{
+    __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
 /*
- * Two float accumulators per act row, even and odd blocks, so consecutive
- * blocks' FMAs do not wait on each other (4-cycle latency: one chain would
- * cap a core at 8 elements per cycle).
+ * Per block: two float accumulators per act row, even and odd blocks, so
+ * consecutive blocks' FMAs do not wait on each other (4-cycle latency: one
+ * chain would cap a core at 8 elements per cycle). Q4_1 first takes groups
+ * of 4 blocks whose totals are reduced into one xmm and scaled by 4 d and 4
+ * m at once: its min term otherwise costs a scalar f16 conversion and three
+ * scalar operations per block (measured: 14.0 -> 15.3 GB/s from L2; the
+ * other types lost speed with the grouping, the horizontal adds costing
+ * more than the per-block scaling they replace).
  */
 QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
                         const int nx, const int kind)
@@ -120,6 +142,7 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     const size_t bytes = kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 22 : 34;
     const int nb = k / 32;
     __m256 acc0[NR_QUANT_MR], acc1[NR_QUANT_MR];
+    __m128 acc4[NR_QUANT_MR];
     float accm[NR_QUANT_MR];
     const float *dx[NR_QUANT_MR];
     const int32_t *is[NR_QUANT_MR];
@@ -128,9 +151,24 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     for (int j = 0; j < nx; j++) {
         acc0[j] = _mm256_setzero_ps();
         acc1[j] = _mm256_setzero_ps();
+        acc4[j] = _mm_setzero_ps();
         accm[j] = 0.0f;
         dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
         is[j] = nr_qa_isum(xq + (size_t)j * xs, k);
+    }
+    for (; kind == 1 && b + 4 <= nb; b += 4, w += 4 * bytes) {
+        __m256i q0 = qx_unpack32(w, kind), q1 = qx_unpack32(w + bytes, kind);
+        __m256i q2 = qx_unpack32(w + 2 * bytes, kind), q3 = qx_unpack32(w + 3 * bytes, kind);
+        __m128 d4 = qx_h4(w, bytes), m4 = qx_h4(w + 2, bytes);
+        for (int j = 0; j < nx; j++) {
+            const uint8_t *a = xq + (size_t)j * xs + 32 * (size_t)b;
+            __m128i t = qx_sum4(qx_block32(q0, a, 0, kind), qx_block32(q1, a + 32, 0, kind),
+                                qx_block32(q2, a + 64, 0, kind), qx_block32(q3, a + 96, 0, kind));
+            __m128 dxv = _mm_loadu_ps(dx[j] + b);
+            __m128i isv = _mm_loadu_si128((const __m128i *)(is[j] + b));
+            acc4[j] = _mm_fmadd_ps(_mm_mul_ps(d4, dxv), _mm_cvtepi32_ps(t), acc4[j]);
+            acc4[j] = _mm_fmadd_ps(_mm_mul_ps(m4, dxv), _mm_cvtepi32_ps(isv), acc4[j]);
+        }
     }
     for (; b + 2 <= nb; b += 2, w += 2 * bytes) {
         __m256i q0 = qx_unpack32(w, kind), q1 = qx_unpack32(w + bytes, kind);
@@ -159,8 +197,11 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
                 accm[j] += qx_h(w + 2) * dx[j][b] * (float)is[j][b];
         }
     }
-    for (int j = 0; j < nx; j++)
-        out[j] = qx_hsum(_mm256_add_ps(acc0[j], acc1[j])) + accm[j];
+    for (int j = 0; j < nx; j++) {
+        __m128 r = _mm_add_ps(acc4[j], _mm_movehl_ps(acc4[j], acc4[j]));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        out[j] = qx_hsum(_mm256_add_ps(acc0[j], acc1[j])) + _mm_cvtss_f32(r) + accm[j];
+    }
 }
 
 /* ------------------------------------------------------------ K types */
