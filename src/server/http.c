@@ -676,8 +676,8 @@ static int find_route(struct nr_http *h, const char *method, const char *url, in
             continue;
         path_known = 1;
         {
-            size_t n = strlen(allow); /* bounded append; a full list is just cut */
-            snprintf(allow + n, allow_cap - n, "%s%s%s", n ? ", " : "", rt->method,
+            size_t used = strlen(allow); /* bounded append; a full list is just cut */
+            snprintf(allow + used, allow_cap - used, "%s%s%s", used ? ", " : "", rt->method,
                      strcmp(rt->method, "GET") ? "" : ", HEAD");
         }
         if (!strcmp(rt->method, method)) {
