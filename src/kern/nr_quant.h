@@ -23,8 +23,11 @@
  * (NANORAG_KERN=scalar|avx2|avx512|neon forces one, for tests and
  * benchmarks). Every SIMD routine is tested against the scalar one.
  *
- * Threads: all functions are reentrant; the _mt functions split rows over
- * the pool (NULL pool: calling thread only).
+ * Threads: all functions are reentrant; nr_quant_matvec and nr_quant_matmul
+ * split rows over the pool (NULL pool: calling thread only). Their results
+ * are bitwise equal to nr_quant_dot_row's for any thread count and any m
+ * (tests/test_quant.c), so prefill and decode compute the same numbers.
+ * An activation block holding NaN or Inf makes the dots that use it NaN.
  */
 #ifndef NR_QUANT_H
 #define NR_QUANT_H
@@ -77,8 +80,8 @@ void nr_quant_matvec(struct nr_pool *pool, const struct nr_qmat *W, const void *
  * each nr_quant_act_bytes(W->type, W->k) bytes; C is [m][ldc]. Weight rows
  * are reused across the m vectors while in cache (prefill).
  */
-void nr_quant_matmul(struct nr_pool *pool, const struct nr_qmat *W, const void *xq, int m,
-                     float *C, int ldc);
+void nr_quant_matmul(struct nr_pool *pool, const struct nr_qmat *W, const void *xq, int m, float *C,
+                     int ldc);
 
 /* f16 helpers for the KV cache (SIMD where present). */
 float nr_quant_dot_f16(const uint16_t *a, const float *b, int n);

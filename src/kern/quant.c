@@ -89,6 +89,16 @@
  * result is NaN, as an fp32 dot would be, instead of an undefined integer
  * conversion.
  *
+ * VARIANTS. quant_avx2.c and quant_avx512.c compile quant_x86.h (AVX2:
+ * vpmaddubsw + vpmaddwd; AVX-512: VNNI vpdpbusd / vpdpwssd, plus 512-bit
+ * Q4_K and Q6_K kernels of its own), quant_neon.c uses sdot. The choice is
+ * nr_kern's rule, made once: NANORAG_KERN=scalar|avx2|avx512|neon, else the
+ * first of avx512, avx2, neon, scalar that nr_kern_by_name says this CPU
+ * runs (the files get the same per-arch flags as nr_kern's, so the same
+ * test applies). A NULL entry in a variant's table falls back to scalar.
+ * The act is also quantized by the variant (act_block), byte for byte as
+ * the reference, so every variant sees the same integers.
+ *
  * THREADING. matvec cuts the rows into chunks (a multiple of 16 rows, about
  * 6 chunks per thread) handed out dynamically by the pool; each output is
  * computed by one kernel call, so results do not depend on the split.
