@@ -16,8 +16,12 @@
  *   add_space_prefix            (optional)
  *
  * Vocabulary checks: each token 0..TOK_MAX_TOKEN_BYTES bytes without NUL,
- * a BYTE token is exactly "<0xNN>", ids in range, the piece a token decodes
- * to at most NR_TOK_MAX_PIECE bytes. A duplicate text keeps the first id.
+ * a BYTE token is exactly "<0xNN>", types 1..6, special ids in range, the
+ * piece a token decodes to at most NR_TOK_MAX_PIECE bytes. A duplicate text
+ * keeps the first id. Gemma files store their space-run tokens with real
+ * spaces ("  ") where the model means "▁▁"; as in the reference, those are
+ * respelled at load (so nr_tok_text shows "▁▁") and are no longer matched as
+ * raw text.
  *
  * Special tokens. Before the model runs, the text is cut at the leftmost-
  * longest occurrence of a token matched as raw text, as HF's added-token
