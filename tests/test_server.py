@@ -452,6 +452,45 @@ except (ConnectionError, http.client.HTTPException):
     st = 431
 check("100 KiB header refused (431)", st in (413, 431), st)
 
+# random bodies on every JSON route (fixed seed): never a 5xx other than 503,
+# every error a JSON error, the server alive afterwards (RELIABILITY A4)
+import random  # noqa: E402
+rnd = random.Random(5)
+FKEYS = ["model", "input", "prompt", "query", "k", "mode", "collection", "doc_id", "filters",
+         "min_score", "text", "title", "metadata", "source", "format", "messages", "options",
+         "stream", "dimensions", "truncate", "encoding_format", "question", "history",
+         "max_tokens", "n", "stop", "name", "role", "content"]
+
+
+def fval(d=0):
+    kinds = [lambda: rnd.choice([0, -1, 1, 2**63, -2**63, 1e308, -1e308, 0.5, 256, 257, 10**20]),
+             lambda: rnd.choice(["", "all-minilm", "x" * rnd.randrange(300), "\u0000", "héllo",
+                                 "../../etc/passwd", "vector", "base64", "user", "markdown"]),
+             lambda: None, lambda: rnd.choice([True, False]), lambda: rnd.randrange(-5, 300),
+             lambda: [fval(d + 1) for _ in range(rnd.randrange(5))],
+             lambda: {rnd.choice(FKEYS): fval(d + 1) for _ in range(rnd.randrange(4))}]
+    return kinds[rnd.randrange(len(kinds) if d < 3 else 5)]()
+
+
+fuzz_bad = []
+for i in range(400):
+    route = rnd.choice(json_routes)
+    body = {rnd.choice(FKEYS): fval() for _ in range(rnd.randrange(6))}
+    if rnd.random() < 0.4:
+        body["model"] = rnd.choice(["all-minilm", "all-MiniLM-L6-v2"])
+    data = json.dumps(body).encode()
+    if rnd.random() < 0.15:
+        data = bytearray(data)
+        for _ in range(rnd.randrange(1, 4)):
+            data[rnd.randrange(len(data))] = rnd.randrange(256)
+        data = bytes(data)
+    st, h, out = req(srv, "POST", route, data)
+    if (st >= 500 and st != 503) or (st not in (200, 201) and not is_json_error(out)):
+        fuzz_bad.append((st, route, data[:120], out[:120]))
+check("400 random bodies: no 5xx, every error JSON", not fuzz_bad, fuzz_bad[:3])
+st, h, _ = req(srv, "GET", "/health")
+check("alive after the random bodies", st == 200)
+
 # a client that never finishes its headers is dropped after 10 s of silence,
 # and does not hold up anyone else meanwhile (RELIABILITY F17)
 slow = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
