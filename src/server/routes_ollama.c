@@ -22,9 +22,11 @@ int route_ollama_tags(void *ud, struct nr_http_req *r)
 {
     struct nr_server *s = ud;
     json_t *models = json_array();
-    json_array_append_new(models, srv_model_details(s, 1));
+    /* the generator first: clients that take the first model to chat with
+     * then get one that can */
     if (s->llm)
         json_array_append_new(models, srv_model_details(s, 0));
+    json_array_append_new(models, srv_model_details(s, 1));
     return nr_http_reply_json(r, 200, json_pack("{s:o}", "models", models));
 }
 
@@ -32,8 +34,8 @@ int route_ollama_ps(void *ud, struct nr_http_req *r)
 {
     struct nr_server *s = ud;
     json_t *models = json_array();
-    for (int k = 0; k < (s->llm ? 2 : 1); k++) {
-        json_t *m = srv_model_details(s, k == 0);
+    for (int k = s->llm ? 0 : 1; k < 2; k++) { /* generator first, as in /api/tags */
+        json_t *m = srv_model_details(s, k == 1);
         /* resident until the server stops: no expiry */
         json_object_set_new(m, "expires_at", json_string("2318-11-25T00:00:00Z"));
         json_object_set_new(m, "size_vram", json_integer(0));
