@@ -24,13 +24,13 @@ int route_openai_models(void *ud, struct nr_http_req *r)
 {
     struct nr_server *s = ud;
     json_t *data = json_array();
-    json_array_append_new(data,
-                          json_pack("{s:s,s:s,s:I,s:s}", "id", s->embed_name, "object", "model",
-                                    "created", (json_int_t)s->started, "owned_by", "nanorag"));
-    if (s->llm)
+    if (s->llm) /* the generator first, as in /api/tags */
         json_array_append_new(data,
                               json_pack("{s:s,s:s,s:I,s:s}", "id", s->llm_name, "object", "model",
                                         "created", (json_int_t)s->started, "owned_by", "nanorag"));
+    json_array_append_new(data,
+                          json_pack("{s:s,s:s,s:I,s:s}", "id", s->embed_name, "object", "model",
+                                    "created", (json_int_t)s->started, "owned_by", "nanorag"));
     return nr_http_reply_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
