@@ -578,7 +578,7 @@ def ndjson(srv, path, body):
 
 
 def generation_tests(srv, model):
-    G = {"temperature": 0, "repeat_penalty": 1, "num_predict": 12}
+    G = {"temperature": 0, "num_predict": 12}  # the rest: server defaults, as OpenAI requests get
     msgs = [{"role": "user", "content": "Name three colours."}]
     oc = ollama.Client(host=srv.url)
     oa = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
