@@ -1,6 +1,7 @@
 /* The GPU interface when the binary is built without CUDA. */
 #ifndef NR_HAVE_CUDA
 #include "nr_gpu.h"
+#include "nr_gpu_bert.h"
 
 #include "nr_err.h"
 
@@ -26,6 +27,55 @@ int nr_gpu_query(int index, struct nr_gpu_device *d)
 void nr_gpu_versions(int *driver, int *runtime, int *cublas)
 {
     *driver = *runtime = *cublas = 0;
+}
+
+/* The GPU encoder: never opens, so nothing else is ever called. */
+int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_tokens,
+                     struct nr_gpu_bert **out)
+{
+    (void)meta;
+    (void)device;
+    (void)max_batch_tokens;
+    *out = NULL;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
+
+void nr_gpu_bert_close(struct nr_gpu_bert *g)
+{
+    (void)g;
+}
+
+void nr_gpu_bert_info(const struct nr_gpu_bert *g, struct nr_gpu_bert_info *info)
+{
+    (void)g;
+    (void)info;
+}
+
+int nr_gpu_bert_submit(struct nr_gpu_bert *g, const int32_t *ids, const int *lens, int n_seq)
+{
+    (void)g;
+    (void)ids;
+    (void)lens;
+    (void)n_seq;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
+
+int nr_gpu_bert_wait(struct nr_gpu_bert *g, float *out)
+{
+    (void)g;
+    (void)out;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
+
+void nr_gpu_bert_cancel(struct nr_gpu_bert *g)
+{
+    (void)g;
+}
+
+void nr_gpu_bert_set_graphs(struct nr_gpu_bert *g, int on)
+{
+    (void)g;
+    (void)on;
 }
 #else
 typedef int nr_gpu_none_unused; /* ISO C forbids an empty translation unit */

@@ -413,16 +413,17 @@ static int config_from_gguf(struct nr_gguf *g, struct nr_bert_config *c)
 
 /*
  * Find a tensor by its safetensors name (with or without a "bert." prefix)
- * or its GGUF name, check it is [rows][cols] (cols == 0: a vector of rows),
- * and return it as fp32: in place when stored as aligned F32, else widened
- * into an owned copy. src and src_bytes receive the stored bytes (for releasing
- * their pages after packing).
+ * or its GGUF name and check it is [rows][cols] (cols == 0: a vector of
+ * rows); gives its stored bytes, dtype and name. get_tensor below returns it
+ * as fp32: in place when stored as aligned F32, else widened into an owned
+ * copy. src and src_bytes receive the stored bytes (for releasing their pages
+ * after packing).
  */
-static int get_tensor(struct nr_bert *m, const char *st_name, const char *gg_name, int rows,
-                      int cols, const float **out, const void **src, size_t *src_bytes)
+static int find_tensor(struct nr_bert *m, const char *st_name, const char *gg_name, int rows,
+                       int cols, const void **data_out, int *dtype_out, size_t *src_bytes,
+                       const char **name_out)
 {
     const void *data;
-    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
     int dtype; /* 0 f32, 1 f16, 2 bf16 */
     const char *name;
 
@@ -468,6 +469,37 @@ static int get_tensor(struct nr_bert *m, const char *st_name, const char *gg_nam
         data = t->data;
         *src_bytes = t->nbytes;
     }
+    *data_out = data;
+    *dtype_out = dtype;
+    *name_out = name;
+    return NR_OK;
+}
+
+/* Widen n stored elements of dtype (0 f32, 1 f16, 2 bf16) into dst. */
+static void widen(float *dst, const void *data, int dtype, size_t n)
+{
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        if (dtype == 0) {
+            memcpy(&dst[i], b + 4 * i, 4);
+            continue;
+        }
+        memcpy(&h, b + 2 * i, 2);
+        dst[i] = dtype == 1 ? nr_fp16_to_fp32(h) : nr_bf16_to_fp32(h);
+    }
+}
+
+static int get_tensor(struct nr_bert *m, const char *st_name, const char *gg_name, int rows,
+                      int cols, const float **out, const void **src, size_t *src_bytes)
+{
+    const void *data;
+    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+    int dtype;
+    const char *name;
+    int rc = find_tensor(m, st_name, gg_name, rows, cols, &data, &dtype, src_bytes, &name);
+    if (rc)
+        return rc;
     *src = data;
     if (dtype == 0 && ((uintptr_t)data & 3) == 0) {
         *out = data;
@@ -475,18 +507,9 @@ static int get_tensor(struct nr_bert *m, const char *st_name, const char *gg_nam
     }
     {
         float *dst = alloc_owned(m, n);
-        const unsigned char *b = data;
         if (!dst)
             return nr_err_set(NR_ENOMEM, "out of memory widening tensor %s", name);
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            if (dtype == 0) {
-                memcpy(&dst[i], b + 4 * i, 4);
-                continue;
-            }
-            memcpy(&h, b + 2 * i, 2);
-            dst[i] = dtype == 1 ? nr_fp16_to_fp32(h) : nr_bf16_to_fp32(h);
-        }
+        widen(dst, data, dtype, n);
         *out = dst;
     }
     return NR_OK;
@@ -722,8 +745,9 @@ static int alloc_workspace(struct nr_bert *m, int max_batch_tokens)
     return NR_OK;
 }
 
-int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
-                 struct nr_bert **out)
+/* weights == 0: config, tokenizer and the open file only (nr_bert_open_meta). */
+static int bert_open(const char *path, int max_batch_tokens, int max_seq, int int8, int weights,
+                     struct nr_bert **out)
 {
     struct nr_bert *m;
     int rc;
@@ -767,7 +791,7 @@ int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
         m->cfg.max_seq = 2;
     if ((rc = load_tokenizer(m, is_dir ? path : NULL)))
         goto fail;
-    if ((rc = load_weights(m)))
+    if (weights && (rc = load_weights(m)))
         goto fail;
     {
         /* Report the precision the weights were stored in. */
@@ -789,13 +813,107 @@ int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
         }
         snprintf(m->cfg.dtype, sizeof m->cfg.dtype, "%s", d);
     }
-    if ((rc = alloc_workspace(m, max_batch_tokens)))
+    if (weights && (rc = alloc_workspace(m, max_batch_tokens)))
         goto fail;
     *out = m;
     return NR_OK;
 fail:
     nr_bert_close(m);
     return rc;
+}
+
+int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
+                 struct nr_bert **out)
+{
+    return bert_open(path, max_batch_tokens, max_seq, int8, 1, out);
+}
+
+int nr_bert_open_meta(const char *path, int max_seq, struct nr_bert **out)
+{
+    return bert_open(path, 1, max_seq, 0, 0, out);
+}
+
+/* Names of the tensors a backend reads with nr_bert_read_tensor, by enum
+ * nr_bert_tensor: (safetensors name, GGUF name); per-layer ones are formats
+ * with the layer number. */
+static const char *const tensor_names[NR_BT_COUNT][2] = {
+    {"embeddings.word_embeddings.weight", "token_embd.weight"},
+    {"embeddings.position_embeddings.weight", "position_embd.weight"},
+    {"embeddings.token_type_embeddings.weight", "token_types.weight"},
+    {"embeddings.LayerNorm.weight", "token_embd_norm.weight"},
+    {"embeddings.LayerNorm.bias", "token_embd_norm.bias"},
+    {"encoder.layer.%d.attention.self.query.weight", "blk.%d.attn_q.weight"},
+    {"encoder.layer.%d.attention.self.key.weight", "blk.%d.attn_k.weight"},
+    {"encoder.layer.%d.attention.self.value.weight", "blk.%d.attn_v.weight"},
+    {"encoder.layer.%d.attention.self.query.bias", "blk.%d.attn_q.bias"},
+    {"encoder.layer.%d.attention.self.key.bias", "blk.%d.attn_k.bias"},
+    {"encoder.layer.%d.attention.self.value.bias", "blk.%d.attn_v.bias"},
+    {"encoder.layer.%d.attention.output.dense.weight", "blk.%d.attn_output.weight"},
+    {"encoder.layer.%d.attention.output.dense.bias", "blk.%d.attn_output.bias"},
+    {"encoder.layer.%d.attention.output.LayerNorm.weight", "blk.%d.attn_output_norm.weight"},
+    {"encoder.layer.%d.attention.output.LayerNorm.bias", "blk.%d.attn_output_norm.bias"},
+    {"encoder.layer.%d.intermediate.dense.weight", "blk.%d.ffn_up.weight"},
+    {"encoder.layer.%d.intermediate.dense.bias", "blk.%d.ffn_up.bias"},
+    {"encoder.layer.%d.output.dense.weight", "blk.%d.ffn_down.weight"},
+    {"encoder.layer.%d.output.dense.bias", "blk.%d.ffn_down.bias"},
+    {"encoder.layer.%d.output.LayerNorm.weight", "blk.%d.layer_output_norm.weight"},
+    {"encoder.layer.%d.output.LayerNorm.bias", "blk.%d.layer_output_norm.bias"},
+};
+
+void nr_bert_tensor_shape(const struct nr_bert *m, int id, int *rows, int *cols)
+{
+    const struct nr_bert_config *c = &m->cfg;
+    int H = c->hidden, F = c->ffn;
+    *cols = 0;
+    switch (id) {
+    case NR_BT_WORD:
+        *rows = c->vocab, *cols = H;
+        break;
+    case NR_BT_POS:
+        *rows = c->max_pos, *cols = H;
+        break;
+    case NR_BT_TYPE:
+        *rows = c->type_vocab, *cols = H;
+        break;
+    case NR_BT_Q:
+    case NR_BT_K:
+    case NR_BT_V:
+    case NR_BT_O:
+        *rows = H, *cols = H;
+        break;
+    case NR_BT_UP:
+        *rows = F, *cols = H;
+        break;
+    case NR_BT_DOWN:
+        *rows = H, *cols = F;
+        break;
+    case NR_BT_UP_B:
+        *rows = F;
+        break;
+    default:
+        *rows = id >= 0 && id < NR_BT_COUNT ? H : 0;
+        break;
+    }
+}
+
+int nr_bert_read_tensor(struct nr_bert *m, int layer, int id, float *dst)
+{
+    char a[160], b[160];
+    const void *data;
+    const char *name;
+    size_t bytes;
+    int rows, cols, dtype, rc;
+
+    if (id < 0 || id >= NR_BT_COUNT || (id >= NR_BT_Q && (layer < 0 || layer >= m->cfg.layers)))
+        return nr_err_set(NR_EINVAL, "bert: no tensor %d of layer %d", id, layer);
+    nr_bert_tensor_shape(m, id, &rows, &cols);
+    snprintf(a, sizeof a, tensor_names[id][0], layer);
+    snprintf(b, sizeof b, tensor_names[id][1], layer);
+    if ((rc = find_tensor(m, a, b, rows, cols, &data, &dtype, &bytes, &name)))
+        return rc;
+    widen(dst, data, dtype, (size_t)rows * (size_t)(cols ? cols : 1));
+    nr_file_release_range(data, bytes);
+    return NR_OK;
 }
 
 void nr_bert_close(struct nr_bert *m)
@@ -983,6 +1101,8 @@ int nr_bert_forward(struct nr_bert *m, struct nr_pool *pool, const int32_t *ids,
 
     if (n_seq < 1)
         return nr_err_set(NR_EINVAL, "no sequences to encode");
+    if (!m->layer)
+        return nr_err_set(NR_EINVAL, "bert: model opened without CPU weights");
     for (int s = 0; s < n_seq; s++) {
         if (lens[s] < 1 || lens[s] > c->max_seq)
             return nr_err_set(NR_EINVAL, "sequence %d has %d tokens (allowed 1..%d)", s, lens[s],

@@ -54,6 +54,46 @@ int nr_bert_open(const char *path, int max_batch_tokens, int max_seq, int int8,
                  struct nr_bert **out);
 void nr_bert_close(struct nr_bert *m);
 
+/*
+ * Open for a backend that keeps its own copy of the weights (the GPU
+ * encoder): config, tokenizer and the file mapping only; no CPU weights and
+ * no workspace (nr_bert_forward fails with NR_EINVAL). The backend reads each
+ * tensor once with nr_bert_read_tensor, which also releases the file pages it
+ * came from, so no second host copy stays resident.
+ */
+int nr_bert_open_meta(const char *path, int max_seq, struct nr_bert **out);
+
+/* Weight tensors, in the shapes of PyTorch's BertModel (linear W is [out][in]). */
+enum nr_bert_tensor {
+    NR_BT_WORD,     /* [vocab][H] */
+    NR_BT_POS,      /* [max_pos][H] */
+    NR_BT_TYPE,     /* [type_vocab][H] */
+    NR_BT_EMB_LN_G, /* [H] */
+    NR_BT_EMB_LN_B, /* [H] */
+    NR_BT_Q,        /* per layer from here: [H][H] */
+    NR_BT_K,
+    NR_BT_V,
+    NR_BT_Q_B, /* [H] */
+    NR_BT_K_B,
+    NR_BT_V_B,
+    NR_BT_O, /* [H][H] */
+    NR_BT_O_B,
+    NR_BT_LN1_G,
+    NR_BT_LN1_B,
+    NR_BT_UP,   /* [F][H] */
+    NR_BT_UP_B, /* [F] */
+    NR_BT_DOWN, /* [H][F] */
+    NR_BT_DOWN_B,
+    NR_BT_LN2_G,
+    NR_BT_LN2_B,
+    NR_BT_COUNT
+};
+/* rows x cols of a tensor (cols 0 for vectors). */
+void nr_bert_tensor_shape(const struct nr_bert *m, int id, int *rows, int *cols);
+/* Tensor id (of `layer` for per-layer ones) widened to fp32 into dst
+ * [rows * max(cols, 1)], then its file pages released. */
+int nr_bert_read_tensor(struct nr_bert *m, int layer, int id, float *dst);
+
 const struct nr_bert_config *nr_bert_config(const struct nr_bert *m);
 const struct nr_wordpiece *nr_bert_tokenizer(const struct nr_bert *m);
 int nr_bert_max_batch_tokens(const struct nr_bert *m);

@@ -41,14 +41,18 @@ struct nr_embed_opts {
     int threads;          /* worker threads; <= 0: one per CPU */
     int max_batch_tokens; /* tokens per forward pass (workspace size); default 8192 */
     int max_seq;          /* override the model's token cap; <= 0: from the model files */
-    int precision;        /* NR_PREC_FP32 (default) or NR_PREC_INT8 */
+    int precision;        /* NR_PREC_FP32 (default) or NR_PREC_INT8 (CPU only) */
+    /* "cpu", "cuda" or "auto"; NULL: $NANORAG_DEVICE, else "cpu". "cuda" and
+     * "auto" run the encoder on GPU 0 in fp16 (precision is then ignored)
+     * and fall back to the CPU, with a log line, when it cannot be used. */
+    const char *device;
 };
 
 struct nr_embedder_info {
     const char *model;     /* model name */
     const char *source;    /* "safetensors" or "gguf" */
-    const char *device;    /* "cpu" */
-    const char *precision; /* compute precision of the linear layers: "fp32" or "int8" */
+    const char *device;    /* "cpu" or "cuda" */
+    const char *precision; /* compute precision of the linear layers: "fp32", "int8", "fp16" */
     const char *stored;    /* weight precision in the file: "f32", "f16", "bf16" */
     const char *kernel;    /* CPU kernel variant of the linear layers: "avx512", "avx2", "neon",
                               "scalar" */
@@ -58,6 +62,9 @@ struct nr_embedder_info {
     int normalize;       /* 1 if vectors are L2-normalized */
     size_t weight_bytes; /* memory held by weights (packed copies, widened tensors) */
     size_t workspace_bytes;
+    char gpu_name[256];  /* device name when device is "cuda" */
+    size_t gpu_bytes;    /* device memory held (weights + workspace), bytes */
+    double tokens_per_s; /* GPU: tokens encoded / GPU time since open; 0 before any */
 };
 
 struct nr_embedder;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 6 on a machine with an NVIDIA GPU, in one call: build with CUDA, the
+# GPU test under ctest, compute-sanitizer memcheck and racecheck on
+# test_gpu_embed, bench_gpu_embed, a per-kernel profile (ncu) and
+# sentence-transformers fp16 side by side on the same GPU and inputs.
+#
+#   bench/run_gpu.sh [OUTDIR]            (default out/gpu; logs land there)
+#
+# NR_PREBUILT=1 uses an existing build-cuda (built elsewhere with the same
+# CUDA major version) instead of building. Needs models/all-MiniLM-L6-v2
+# (model-f16.gguf and the tokenizer/config files), nvidia-smi, and for the
+# side-by-side python3 with torch + sentence-transformers. Each step has a
+# time limit so one slow step cannot eat the others.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-out/gpu}
+mkdir -p "$out"
+model=models/all-MiniLM-L6-v2
+step() { printf '\n== %s\n' "$*"; }
+
+step "machine"
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || cat COMMIT 2>/dev/null || echo unknown)"
+  echo "cpu $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) threads"
+} | tee "$out/bench.log"
+
+if [ "${NR_PREBUILT:-0}" != 1 ] || [ ! -x build-cuda/test_gpu_embed ]; then
+  step "build"
+  if ! { cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DNR_CUDA=ON &&
+         cmake --build build-cuda -j"$(nproc)" --target test_gpu_embed bench_gpu_embed; } \
+       >"$out/build.log" 2>&1; then
+    tail -40 "$out/build.log"
+    exit 1
+  fi
+fi
+
+step "ctest: GPU tests"
+timeout 240 ctest --test-dir build-cuda -R gpu_embed --output-on-failure 2>&1 | tee "$out/ctest.log"
+
+step "bench_gpu_embed"
+timeout 200 build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" 2>&1 | tee -a "$out/bench.log"
+
+step "sentence-transformers fp16, same GPU"
+HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 timeout 200 python3 bench/st_bench_gpu.py "$model" \
+  --batches 2 2>&1 | grep -v Warning | tee "$out/st.log"
+
+step "per-kernel profile: ncu, one batch of 128 chunks x 128 tokens"
+if command -v ncu >/dev/null; then
+  timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+    build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" --profile >"$out/ncu.csv" 2>&1
+  python3 - "$out/ncu.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:
+    print("no ncu rows"); sys.exit()
+h = rows[0]; k = h.index("Kernel Name"); v = h.index("Metric Value"); u = h.index("Metric Unit")
+t = collections.defaultdict(float); n = collections.Counter()
+for r in rows[1:]:
+    try:
+        x = float(r[v].replace(",", ""))
+    except ValueError:
+        continue
+    x *= {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(r[u], 1.0)
+    name = r[k].split("(")[0][:60]; t[name] += x; n[name] += 1
+tot = sum(t.values())
+print("%-60s %6s %10s %6s" % ("kernel", "calls", "us", "%"))
+for name, x in sorted(t.items(), key=lambda a: -a[1]):
+    print("%-60s %6d %10.1f %5.1f%%" % (name, n[name], x, 100 * x / tot))
+print("total kernel time %.1f us for 16384 tokens" % tot)
+PY
+fi
+
+for tool in memcheck racecheck; do
+  step "compute-sanitizer $tool (test_gpu_embed, NR_TEST_QUICK)"
+  NR_TEST_QUICK=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    build-cuda/test_gpu_embed >"$out/$tool.log" 2>&1
+  echo "$tool exit $?"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|Invalid|Race" "$out/$tool.log" | head -20
+done
