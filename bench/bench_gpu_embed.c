@@ -148,7 +148,8 @@ out:
     free(lat);
 }
 
-static double encoder_throughput(struct nr_bert *meta, int bs, int batches, int profile)
+static double encoder_throughput(struct nr_bert *meta, int bs, int batches, int profile,
+                                 int attn_tc)
 {
     const struct nr_bert_config *c = nr_bert_config(meta);
     struct nr_gpu_bert *g = NULL;
@@ -156,7 +157,8 @@ static double encoder_throughput(struct nr_bert *meta, int bs, int batches, int 
     int *lens = malloc((size_t)bs * sizeof *lens);
     float *out = malloc((size_t)bs * c->hidden * sizeof *out);
     double t0, dt, cps = 0;
-    if (!ids || !lens || !out || nr_gpu_bert_open(meta, 0, bs * 128, &g)) {
+    if (!ids || !lens || !out || nr_gpu_bert_open(meta, 0, bs * 128, &g) ||
+        nr_gpu_bert_set_attention(g, attn_tc)) {
         fprintf(stderr, "bench_gpu_embed: batch %d: %s\n", bs, nr_err_msg());
         goto out;
     }
@@ -182,8 +184,9 @@ static double encoder_throughput(struct nr_bert *meta, int bs, int batches, int 
             goto out;
     dt = (now_ms() - t0) / 1e3;
     cps = (double)bs * batches / dt;
-    printf("encoder   batch %5d: %9.0f chunks/s  %7.3f ms/batch  %6.1f TFLOP/s\n", bs, cps,
-           dt * 1e3 / batches, cps * seq_flops(c, 128) / 1e12);
+    printf("encoder   batch %5d: %9.0f chunks/s  %7.3f ms/batch  %6.1f TFLOP/s%s\n", bs, cps,
+           dt * 1e3 / batches, cps * seq_flops(c, 128) / 1e12,
+           attn_tc ? "" : "  (plain fp32 attention)");
 out:
     nr_gpu_bert_close(g);
     free(ids);
@@ -280,7 +283,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (profile) {
-        encoder_throughput(meta, 128, 1, 1);
+        encoder_throughput(meta, 128, 1, 1, 1);
         nr_bert_close(meta);
         return 0;
     }
@@ -297,12 +300,13 @@ int main(int argc, char **argv)
         nr_gpu_bert_close(g);
     }
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        double c = encoder_throughput(meta, sizes[i], batches, 0);
+        double c = encoder_throughput(meta, sizes[i], batches, 0, 1);
         if (c > best) {
             best = c;
             best_bs = sizes[i];
         }
     }
+    encoder_throughput(meta, 1024, batches, 0, 0); /* the plain attention kernel, for scale */
     texts = calloc((size_t)n_ing, sizeof *texts);
     for (int i = 0; i < n_ing && texts; i++)
         texts[i] = make_text(i, 126);

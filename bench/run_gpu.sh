@@ -36,18 +36,18 @@ if [ "${NR_PREBUILT:-0}" != 1 ] || [ ! -x build-cuda/test_gpu_embed ]; then
 fi
 
 step "ctest: GPU tests"
-timeout 240 ctest --test-dir build-cuda -R gpu_embed --output-on-failure 2>&1 | tee "$out/ctest.log"
+timeout 150 ctest --test-dir build-cuda -R gpu_embed -V 2>&1 | tee "$out/ctest.log"
 
 step "bench_gpu_embed"
-timeout 200 build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" 2>&1 | tee -a "$out/bench.log"
+timeout 150 build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" 2>&1 | tee -a "$out/bench.log"
 
 step "sentence-transformers fp16, same GPU"
-HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 timeout 200 python3 bench/st_bench_gpu.py "$model" \
+HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 timeout 150 python3 bench/st_bench_gpu.py "$model" \
   --batches 2 2>&1 | grep -v Warning | tee "$out/st.log"
 
 step "per-kernel profile: ncu, one batch of 128 chunks x 128 tokens"
 if command -v ncu >/dev/null; then
-  timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+  timeout 100 ncu --clock-control none --metrics gpu__time_duration.sum --csv \
     build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" --profile >"$out/ncu.csv" 2>&1
   python3 - "$out/ncu.csv" <<'PY'
 import csv, sys, collections
@@ -71,10 +71,22 @@ print("total kernel time %.1f us for 16384 tokens" % tot)
 PY
 fi
 
-for tool in memcheck racecheck; do
-  step "compute-sanitizer $tool (test_gpu_embed, NR_TEST_QUICK)"
-  NR_TEST_QUICK=1 timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    build-cuda/test_gpu_embed >"$out/$tool.log" 2>&1
-  echo "$tool exit $?"
-  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|Invalid|Race" "$out/$tool.log" | head -20
+# memcheck on everything (cuBLASLt's kernels included); racecheck on ours
+# only: it reports cuBLASLt's Hopper GEMMs (TMA / mbarrier pipelines) as
+# races, which are not ours to fix (seen on the H100, 2026-11-25).
+step "compute-sanitizer memcheck (test_gpu_embed, NR_TEST_QUICK)"
+NR_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  build-cuda/test_gpu_embed >"$out/memcheck.log" 2>&1
+echo "memcheck exit $?"
+grep -E "ERROR SUMMARY|passed|Invalid" "$out/memcheck.log" | head -20
+step "compute-sanitizer racecheck, our kernels (k_*) (test_gpu_embed, NR_TEST_QUICK)"
+for filt in "--kernel-name kns=k_" "--kernel-regex kns=k_" "--filter kns=k_"; do
+  # shellcheck disable=SC2086
+  NR_TEST_QUICK=1 timeout 150 compute-sanitizer --tool racecheck --racecheck-report all \
+    --error-exitcode 9 $filt build-cuda/test_gpu_embed >"$out/racecheck.log" 2>&1
+  rc=$?
+  grep -qiE "unrecognized|invalid option|unknown option|Error: .*option" "$out/racecheck.log" || break
+  echo "($filt not understood by this compute-sanitizer)"
 done
+echo "racecheck ($filt) exit $rc"
+grep -E "RACECHECK SUMMARY|ERROR SUMMARY|passed|Race|Hazard" "$out/racecheck.log" | head -20

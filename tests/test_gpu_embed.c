@@ -286,6 +286,9 @@ static void test_encoder_edges(void)
     NR_CHECK_INT(nr_bert_forward(cpu, pool, ids, lens, 4, c), NR_OK);
     check_cos(a, c, 4, 0.999, "4 x 256 tokens = the budget: GPU vs CPU");
 
+    /* max_seq 512: only the plain attention kernel applies */
+    NR_CHECK_INT(nr_gpu_bert_set_attention(g, 1), NR_EUNSUPPORTED);
+
     /* bad input is an error, never a crash, and leaves the encoder usable */
     lens[0] = 0;
     NR_CHECK_INT(nr_gpu_bert_submit(g, ids, lens, 1), NR_EINVAL);
@@ -314,11 +317,69 @@ out:
     nr_bert_close(cpu);
 }
 
+/* The tensor-core attention (the default for MiniLM) and the plain fp32
+ * kernel give the same vectors, on a batch of every reference text length. */
+static void test_attention_kernels_agree(void)
+{
+    struct nr_bert *meta = NULL, *cpu = NULL;
+    struct nr_gpu_bert *g = NULL;
+    struct nr_pool *pool = NULL;
+    int32_t *ids = NULL;
+    int *lens = NULL, n = 0, total = 0, rc;
+    float *a = NULL, *b = NULL, *c = NULL;
+    if (!have_gpu() || !load_fixture())
+        return;
+    if ((rc = nr_bert_open_meta(nr_test_model_path(MODEL), 256, &meta)) ||
+        (rc = nr_gpu_bert_open(meta, 0, 8192, &g)) ||
+        (rc = nr_bert_open(nr_test_model_path(MODEL), 8192, 256, 0, &cpu))) {
+        nr_test_fail(__FILE__, __LINE__, "open: %s", nr_err_msg());
+        goto out;
+    }
+    pool = nr_pool_new(2);
+    ids = calloc(8192, sizeof *ids);
+    lens = calloc((size_t)n_texts, sizeof *lens);
+    a = calloc((size_t)n_texts * DIM, sizeof *a);
+    b = calloc((size_t)n_texts * DIM, sizeof *b);
+    c = calloc((size_t)n_texts * DIM, sizeof *c);
+    if (!pool || !ids || !lens || !a || !b || !c)
+        goto out;
+    for (int i = 0; i < n_texts; i++) {
+        int got;
+        if (total + 256 > 8192 ||
+            nr_wordpiece_encode(nr_bert_tokenizer(meta), texts[i], strlen(texts[i]), ids + total,
+                                NULL, NULL, 256, &got, NULL))
+            break;
+        lens[n++] = got;
+        total += got;
+    }
+    NR_CHECK_INT(nr_gpu_bert_set_attention(g, 1), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_submit(g, ids, lens, n), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_wait(g, a), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_set_attention(g, 0), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_submit(g, ids, lens, n), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_wait(g, b), NR_OK);
+    NR_CHECK_INT(nr_bert_forward(cpu, pool, ids, lens, n, c), NR_OK);
+    check_cos(a, b, n, 0.9999, "tensor-core vs plain attention");
+    check_cos(a, c, n, 0.999, "tensor-core attention vs CPU");
+    check_cos(b, c, n, 0.999, "plain attention vs CPU");
+out:
+    free(ids);
+    free(lens);
+    free(a);
+    free(b);
+    free(c);
+    nr_pool_free(pool);
+    nr_gpu_bert_close(g);
+    nr_bert_close(meta);
+    nr_bert_close(cpu);
+}
+
 int main(void)
 {
     NR_RUN(test_fallback_to_cpu_without_gpu);
     NR_RUN(test_gpu_matches_cpu_and_sentence_transformers);
     NR_RUN(test_token_budget_splits);
     NR_RUN(test_encoder_edges);
+    NR_RUN(test_attention_kernels_agree);
     return nr_test_summary();
 }

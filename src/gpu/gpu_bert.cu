@@ -55,9 +55,11 @@
 #include "nr_gpu_bert.h"
 
 #include <cuda_fp16.h>
+#include <mma.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 extern "C" {
@@ -72,6 +74,10 @@ extern "C" {
 #define BLOCK      128                /* threads per block for row kernels and attention */
 #define QCHUNK     128                /* query rows per attention work item (= BLOCK) */
 #define KTILE      64                 /* key/value rows per shared-memory tile */
+#define TC_MAX_L   256                /* longest sequence for the tensor-core attention */
+#define TC_WARPS   4                  /* warps per tensor-core attention block */
+#define LN_ROWS    4                  /* rows per k_layernorm block: one warp each */
+#define LN_MAXH2   16                 /* half2 per lane in k_layernorm: H <= 32 * 2 * 16 = 1024 */
 #define N_BUCKETS  5                  /* graph buckets: 16, 32, 64, 128, 256 rows */
 #define N_PLANS    8                  /* cached GEMM plan sets for direct batches */
 #define BLAS_WS    ((size_t)4 << 20)  /* cuBLASLt workspace, bytes */
@@ -131,6 +137,8 @@ struct nr_gpu_bert {
     char name[256];
     int max_tokens; /* max_batch_tokens */
     int use_graphs;
+    int attn_tc;    /* 1: tensor-core attention (head_dim 32, max_seq <= TC_MAX_L) */
+    size_t tc_smem; /* its dynamic shared memory, bytes */
     cudaStream_t stream;
     cudaEvent_t ev0, ev1;
     struct nr_gpu_blas *blas;
@@ -251,35 +259,64 @@ __global__ static void k_embed_ln(struct meta_dev md, const __half *__restrict__
     ln_row(buf, s, H, g, b, eps, xr, red);
 }
 
-/* x[r] = LN(y[r]) for every row of the grid. */
+/* x[r] = LN(y[r]) for rows r < rows: one warp per row, the row in
+ * registers (H even, H <= 2 * 32 * LN_MAXH2), warp shuffles only. */
 __global__ static void k_layernorm(const __half *__restrict__ y, const float *__restrict__ g,
-                                   const float *__restrict__ b, float eps, int H,
+                                   const float *__restrict__ b, float eps, int H, int rows,
                                    __half *__restrict__ x)
 {
-    extern __shared__ float buf[];
-    __shared__ float red[32];
-    const __half *yr = y + (size_t)blockIdx.x * H;
-    float s = 0.0f;
-    for (int j = threadIdx.x; j < H; j += blockDim.x) {
-        float v = __half2float(yr[j]);
-        buf[j] = v;
-        s += v;
+    int r = blockIdx.x * LN_ROWS + (threadIdx.x >> 5), lane = threadIdx.x & 31, n2 = H / 2;
+    float2 v[LN_MAXH2];
+    float s = 0.0f, s2 = 0.0f, mean, rstd;
+    const __half2 *yr;
+    __half2 *xr;
+    if (r >= rows)
+        return; /* whole warps only: no block-wide barrier below */
+    yr = (const __half2 *)(y + (size_t)r * H);
+    xr = (__half2 *)(x + (size_t)r * H);
+#pragma unroll
+    for (int k = 0; k < LN_MAXH2; k++) {
+        int i = lane + 32 * k;
+        v[k] = i < n2 ? __half22float2(yr[i]) : make_float2(0.0f, 0.0f);
+        s += v[k].x + v[k].y;
     }
-    ln_row(buf, s, H, g, b, eps, x + (size_t)blockIdx.x * H, red);
+    for (int o = 16; o > 0; o >>= 1)
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+    mean = s / (float)H;
+#pragma unroll
+    for (int k = 0; k < LN_MAXH2; k++)
+        if (lane + 32 * k < n2)
+            s2 += (v[k].x - mean) * (v[k].x - mean) + (v[k].y - mean) * (v[k].y - mean);
+    for (int o = 16; o > 0; o >>= 1)
+        s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+    rstd = rsqrtf(s2 / (float)H + eps);
+#pragma unroll
+    for (int k = 0; k < LN_MAXH2; k++) {
+        int i = lane + 32 * k;
+        if (i < n2)
+            xr[i] = __floats2half2_rn((v[k].x - mean) * rstd * g[2 * i] + b[2 * i],
+                                      (v[k].y - mean) * rstd * g[2 * i + 1] + b[2 * i + 1]);
+    }
 }
 
-/* v = GELU(v + bias) in place over n2 half2 pairs of rows of F (F even). */
-__global__ static void k_bias_gelu(__half2 *v, const float *__restrict__ bias, int F, size_t n2)
+/* v = GELU(v + bias) in place, one block per row of F (F a multiple of 8),
+ * 16-byte loads and stores. */
+__global__ static void k_bias_gelu(__half *v, const float *__restrict__ bias, int F)
 {
-    size_t stride = (size_t)gridDim.x * blockDim.x;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n2; i += stride) {
-        int c = (int)((2 * i) % (size_t)F);
-        float2 f = __half22float2(v[i]);
-        float a = f.x + bias[c], b = f.y + bias[c + 1];
-        /* exact GELU, as torch.nn.GELU(): x·Φ(x) = 0.5·x·(1 + erf(x/√2)) */
-        a = 0.5f * a * (1.0f + erff(a * 0.70710678118654752f));
-        b = 0.5f * b * (1.0f + erff(b * 0.70710678118654752f));
-        v[i] = __floats2half2_rn(a, b);
+    int4 *row = (int4 *)(v + (size_t)blockIdx.x * F);
+    for (int c = threadIdx.x; c < F / 8; c += blockDim.x) {
+        int4 raw = row[c];
+        __half2 *h = (__half2 *)&raw;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float2 f = __half22float2(h[k]);
+            float a = f.x + bias[8 * c + 2 * k], e = f.y + bias[8 * c + 2 * k + 1];
+            /* exact GELU, as torch.nn.GELU(): x·Φ(x) = 0.5·x·(1 + erf(x/√2)) */
+            a = 0.5f * a * (1.0f + erff(a * 0.70710678118654752f));
+            e = 0.5f * e * (1.0f + erff(e * 0.70710678118654752f));
+            h[k] = __floats2half2_rn(a, e);
+        }
+        row[c] = raw;
     }
 }
 
@@ -361,6 +398,137 @@ __global__ static void __launch_bounds__(BLOCK)
 #pragma unroll
         for (int d = 0; d < HD / 2; d++)
             o[d] = __floats2half2_rn(acc[2 * d] * inv, acc[2 * d + 1] * inv);
+    }
+}
+
+/*
+ * The same attention on tensor cores (wmma 16x16x16, fp16 in, fp32
+ * accumulate), for head_dim 32 and sequences of at most TC_MAX_L tokens.
+ * One block of TC_WARPS warps per (work item, head): the sequence's K and V
+ * (zero-padded to LP = L rounded up to 16 rows) go to shared memory once;
+ * each warp takes 16 query rows at a time:
+ *     S[16][LP] = Q·Kᵀ           (fp32, the warp's shared-memory strip)
+ *     P = softmax(S·scale) per row, written as fp16 over the same strip
+ *     O[16][32] = P·V            (fp32), scaled by 1/rowsum, stored fp16.
+ * Padded keys get -inf scores, so P is 0 there; padded query rows are
+ * computed from zeros and not stored.
+ */
+__global__ static void __launch_bounds__(TC_WARPS * 32)
+    k_attention_tc(const __half *__restrict__ qkv, __half *__restrict__ ctx, struct meta_dev md,
+                   int H, float qscale, int LPmax)
+{
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char smem[];
+    __half *Ks = (__half *)smem;                    /* [LPmax][32] */
+    __half *Vs = Ks + (size_t)LPmax * 32;           /* [LPmax][32] */
+    __half *Qs = Vs + (size_t)LPmax * 32;           /* [TC_WARPS][16][32] */
+    float *Ss = (float *)(Qs + TC_WARPS * 16 * 32); /* [TC_WARPS][16][LPmax] */
+    __shared__ float rinv[TC_WARPS][16];
+    int ld = 3 * H, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int start, L, q0, LP, rows;
+    int4 it;
+    __half *Qw = Qs + warp * 16 * 32;
+    float *Sw = Ss + (size_t)warp * 16 * LPmax;
+
+    if ((int)blockIdx.x >= md.hdr[2])
+        return;
+    it = md.items[blockIdx.x];
+    start = it.x;
+    L = it.y;
+    q0 = it.z;
+    LP = (L + 15) & ~15;
+    rows = L - q0 < QCHUNK ? L - q0 : QCHUNK;
+    /* K and V rows of this head: 32 halves = 4 x 16 bytes each */
+    for (int i = threadIdx.x; i < LP * 4; i += blockDim.x) {
+        int j = i >> 2, c = i & 3;
+        int4 kz = make_int4(0, 0, 0, 0), vz = kz;
+        if (j < L) {
+            const __half *base = qkv + (size_t)(start + j) * ld + h * 32;
+            kz = ((const int4 *)(base + H))[c];
+            vz = ((const int4 *)(base + 2 * H))[c];
+        }
+        ((int4 *)(Ks + j * 32))[c] = kz;
+        ((int4 *)(Vs + j * 32))[c] = vz;
+    }
+    __syncthreads();
+    for (int t = warp; t * 16 < rows; t += TC_WARPS) {
+        int r0 = q0 + t * 16;
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> fk;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fv;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc, o0, o1;
+        /* this warp's 16 query rows, zero past L */
+        for (int i = lane; i < 16 * 4; i += 32) {
+            int rr = i >> 2, c = i & 3;
+            int4 qz = make_int4(0, 0, 0, 0);
+            if (r0 + rr < L)
+                qz = ((const int4 *)(qkv + (size_t)(start + r0 + rr) * ld + h * 32))[c];
+            ((int4 *)(Qw + rr * 32))[c] = qz;
+        }
+        __syncwarp();
+        for (int n0 = 0; n0 < LP; n0 += 16) {
+            wmma::fill_fragment(acc, 0.0f);
+            for (int k0 = 0; k0 < 32; k0 += 16) {
+                wmma::load_matrix_sync(fa, Qw + k0, 32);
+                wmma::load_matrix_sync(fk, Ks + n0 * 32 + k0, 32);
+                wmma::mma_sync(acc, fa, fk, acc);
+            }
+            wmma::store_matrix_sync(Sw + n0, acc, LPmax, wmma::mem_row_major);
+        }
+        __syncwarp();
+        /* softmax per row; P (fp16) overwrites the row's first 2*LP bytes
+         * only after the whole row is in registers */
+        for (int rr = 0; rr < 16; rr++) {
+            float sv[TC_MAX_L / 32], m = -INFINITY, sum = 0.0f;
+            float *srow = Sw + (size_t)rr * LPmax;
+#pragma unroll
+            for (int k = 0; k < TC_MAX_L / 32; k++) {
+                int j = lane + 32 * k;
+                sv[k] = j < L ? srow[j] * qscale : -INFINITY;
+                m = fmaxf(m, sv[k]);
+            }
+            for (int o = 16; o > 0; o >>= 1)
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+#pragma unroll
+            for (int k = 0; k < TC_MAX_L / 32; k++) {
+                sv[k] = exp2f(sv[k] - m);
+                sum += sv[k];
+            }
+            for (int o = 16; o > 0; o >>= 1)
+                sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            __syncwarp();
+#pragma unroll
+            for (int k = 0; k < TC_MAX_L / 32; k++) {
+                int j = lane + 32 * k;
+                if (j < LP)
+                    ((__half *)srow)[j] = __float2half(sv[k]);
+            }
+            if (lane == 0)
+                rinv[warp][rr] = 1.0f / sum;
+        }
+        __syncwarp();
+        wmma::fill_fragment(o0, 0.0f);
+        wmma::fill_fragment(o1, 0.0f);
+        for (int k0 = 0; k0 < LP; k0 += 16) {
+            wmma::load_matrix_sync(fa, (const __half *)Sw + k0, 2 * LPmax);
+            wmma::load_matrix_sync(fv, Vs + k0 * 32, 32);
+            wmma::mma_sync(o0, fa, fv, o0);
+            wmma::load_matrix_sync(fv, Vs + k0 * 32 + 16, 32);
+            wmma::mma_sync(o1, fa, fv, o1);
+        }
+        __syncwarp();
+        wmma::store_matrix_sync(Sw, o0, 32, wmma::mem_row_major);
+        wmma::store_matrix_sync(Sw + 16, o1, 32, wmma::mem_row_major);
+        __syncwarp();
+        for (int i = lane; i < 16 * 16; i += 32) {
+            int rr = i >> 4, d2 = i & 15;
+            if (r0 + rr < L) {
+                float inv = rinv[warp][rr];
+                ((__half2 *)(ctx + (size_t)(start + r0 + rr) * H + h * 32))[d2] =
+                    __floats2half2_rn(Sw[rr * 32 + 2 * d2] * inv, Sw[rr * 32 + 2 * d2 + 1] * inv);
+            }
+        }
+        __syncwarp();
     }
 }
 
@@ -447,33 +615,36 @@ static int enqueue_forward(struct nr_gpu_bert *g, struct meta_dev md, int rows, 
     int H = c->hidden, F = c->ffn, hd = H / c->heads, rc = NR_OK;
     size_t smem = (size_t)H * sizeof(float);
     float qscale = 1.4426950408889634f / sqrtf((float)hd); /* log2(e)/√d: softmax in base 2 */
-    int gelu_blocks;
-    size_t n2 = (size_t)rows * F / 2;
     struct plans *p;
     cudaStream_t s = g->stream;
+    int gelu_threads = F / 8 < 1024 ? (F / 8 + 31) / 32 * 32 : 1024; /* one 16-byte chunk each */
 
     CKR(get_plans(g, rows, &p));
-    gelu_blocks = (int)((n2 + BLOCK - 1) / BLOCK < 65535 ? (n2 + BLOCK - 1) / BLOCK : 65535);
     k_embed_ln<<<rows, BLOCK, smem, s>>>(md, g->word, g->posw, g->type0, g->eln_g, g->eln_b,
                                          c->ln_eps, H, g->x);
     CK_LAUNCH();
     for (int l = 0; l < c->layers; l++) {
         const struct glayer *w = &g->L[l];
         CKR(nr_gpu_gemm_run(g->blas, &p->qkv, g->x, w->wqkv, w->bqkv, NULL, g->big, g->blas_ws, s));
-        if (hd == 32)
+        if (g->attn_tc)
+            k_attention_tc<<<dim3(items, c->heads), TC_WARPS * 32, g->tc_smem, s>>>(
+                g->big, g->ctx, md, H, qscale, (c->max_seq + 15) & ~15);
+        else if (hd == 32)
             k_attention<32><<<dim3(items, c->heads), BLOCK, 0, s>>>(g->big, g->ctx, md, H, qscale);
         else
             k_attention<64><<<dim3(items, c->heads), BLOCK, 0, s>>>(g->big, g->ctx, md, H, qscale);
         CK_LAUNCH();
         CKR(nr_gpu_gemm_run(g->blas, &p->o, g->ctx, w->wo, w->bo, g->x, g->big, g->blas_ws, s));
-        k_layernorm<<<rows, BLOCK, smem, s>>>(g->big, w->ln1_g, w->ln1_b, c->ln_eps, H, g->x);
+        k_layernorm<<<(rows + LN_ROWS - 1) / LN_ROWS, LN_ROWS * 32, 0, s>>>(
+            g->big, w->ln1_g, w->ln1_b, c->ln_eps, H, rows, g->x);
         CK_LAUNCH();
         CKR(nr_gpu_gemm_run(g->blas, &p->up, g->x, w->wup, NULL, NULL, g->big, g->blas_ws, s));
-        k_bias_gelu<<<gelu_blocks, BLOCK, 0, s>>>((__half2 *)g->big, w->bup, F, n2);
+        k_bias_gelu<<<rows, gelu_threads, 0, s>>>(g->big, w->bup, F);
         CK_LAUNCH();
         CKR(nr_gpu_gemm_run(g->blas, &p->down, g->big, w->wdown, w->bdown, g->x, g->ctx, g->blas_ws,
                             s));
-        k_layernorm<<<rows, BLOCK, smem, s>>>(g->ctx, w->ln2_g, w->ln2_b, c->ln_eps, H, g->x);
+        k_layernorm<<<(rows + LN_ROWS - 1) / LN_ROWS, LN_ROWS * 32, 0, s>>>(
+            g->ctx, w->ln2_g, w->ln2_b, c->ln_eps, H, rows, g->x);
         CK_LAUNCH();
     }
     k_pool<<<seqs, BLOCK, smem, s>>>(g->x, md, H, c->pooling, c->normalize, (float *)g->big);
@@ -566,8 +737,10 @@ extern "C" int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_
     *out = NULL;
     if (hd != 32 && hd != 64)
         return nr_err_set(NR_EUNSUPPORTED, "gpu: head_dim %d (the kernel handles 32 and 64)", hd);
-    if (F % 2 || H % 8 || F % 8)
-        return nr_err_set(NR_EUNSUPPORTED, "gpu: hidden %d / ffn %d not multiples of 8", H, F);
+    if (H % 8 || F % 8 || H > 2 * 32 * LN_MAXH2)
+        return nr_err_set(NR_EUNSUPPORTED,
+                          "gpu: hidden %d / ffn %d (multiples of 8, hidden <= %d handled)", H, F,
+                          2 * 32 * LN_MAXH2);
     if (max_batch_tokens < c->max_seq || max_batch_tokens > (1 << 20))
         return nr_err_set(NR_EINVAL, "gpu: max_batch_tokens %d outside [%d, 1048576]",
                           max_batch_tokens, c->max_seq);
@@ -592,6 +765,18 @@ extern "C" int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_
     snprintf(g->name, sizeof g->name, "%s", prop.name);
     g->integrated = prop.integrated;
     CK(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
+    {
+        /* tensor-core attention where it applies; NANORAG_GPU_ATTN=simple
+         * forces the plain kernel (for comparisons) */
+        const char *env = getenv("NANORAG_GPU_ATTN");
+        int lp = (c->max_seq + 15) & ~15;
+        g->tc_smem = (size_t)lp * 32 * 2 * 2 + (size_t)TC_WARPS * 16 * 32 * 2 +
+                     (size_t)TC_WARPS * 16 * lp * 4;
+        g->attn_tc = hd == 32 && c->max_seq <= TC_MAX_L && !(env && !strcmp(env, "simple"));
+        if (g->attn_tc)
+            CK(cudaFuncSetAttribute(k_attention_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)g->tc_smem));
+    }
     CK(cudaEventCreate(&g->ev0));
     CK(cudaEventCreate(&g->ev1));
     CKR(nr_gpu_blas_open(BLAS_WS, &g->blas));
@@ -784,6 +969,29 @@ extern "C" void nr_gpu_bert_info(const struct nr_gpu_bert *g, struct nr_gpu_bert
 extern "C" void nr_gpu_bert_set_graphs(struct nr_gpu_bert *g, int on)
 {
     g->use_graphs = on != 0;
+}
+
+extern "C" int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores)
+{
+    const struct nr_bert_config *c = &g->cfg;
+    int rc = NR_OK;
+    if (tensor_cores && (c->hidden / c->heads != 32 || c->max_seq > TC_MAX_L))
+        return nr_err_set(NR_EUNSUPPORTED,
+                          "gpu: tensor-core attention needs head_dim 32 and max_seq <= %d",
+                          TC_MAX_L);
+    if (tensor_cores)
+        CK(cudaFuncSetAttribute(k_attention_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)g->tc_smem));
+    /* captured graphs hold the old kernel: drop them */
+    CK(cudaStreamSynchronize(g->stream));
+    for (int b = 0; b < N_BUCKETS; b++)
+        if (g->graph[b]) {
+            cudaGraphExecDestroy(g->graph[b]);
+            g->graph[b] = NULL;
+        }
+    g->attn_tc = tensor_cores != 0;
+fail:
+    return rc;
 }
 
 /* ------------------------------------------------------------ batches */

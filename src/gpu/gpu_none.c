@@ -77,6 +77,13 @@ void nr_gpu_bert_set_graphs(struct nr_gpu_bert *g, int on)
     (void)g;
     (void)on;
 }
+
+int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores)
+{
+    (void)g;
+    (void)tensor_cores;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
 #else
 typedef int nr_gpu_none_unused; /* ISO C forbids an empty translation unit */
 #endif

@@ -67,6 +67,10 @@ void nr_gpu_bert_cancel(struct nr_gpu_bert *g);
 
 /* Use graphs for small batches (default on); for tests comparing both paths. */
 void nr_gpu_bert_set_graphs(struct nr_gpu_bert *g, int on);
+/* Attention kernel: 1 = tensor cores (the default where head_dim is 32 and
+ * max_seq <= 256), 0 = the plain fp32 kernel (any length, head_dim 32/64).
+ * NR_EUNSUPPORTED if tensor cores do not apply. For tests and benchmarks. */
+int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores);
 
 #ifdef __cplusplus
 }
