@@ -35,6 +35,12 @@ if [ "${NR_PREBUILT:-0}" != 1 ] || [ ! -x build-cuda/test_gpu_embed ]; then
   fi
 fi
 
+if [ -x build-cuda/nanorag ] && ! ldd build-cuda/nanorag | grep -q "not found"; then
+  step "nanorag status --device cuda"
+  timeout 60 build-cuda/nanorag status --device cuda --model "$model/model-f16.gguf" 2>&1 |
+    sed -n '/^gpu/,$p' | tee -a "$out/bench.log"
+fi
+
 step "ctest: GPU tests"
 timeout 150 ctest --test-dir build-cuda -R gpu_embed -V 2>&1 | tee "$out/ctest.log"
 
@@ -71,22 +77,18 @@ print("total kernel time %.1f us for 16384 tokens" % tot)
 PY
 fi
 
-# memcheck on everything (cuBLASLt's kernels included); racecheck on ours
-# only: it reports cuBLASLt's Hopper GEMMs (TMA / mbarrier pipelines) as
-# races, which are not ours to fix (seen on the H100, 2026-11-25).
+# memcheck with cuBLASLt as the product runs in production. racecheck with
+# the reference GEMM kernel (NANORAG_GPU_GEMM=reference), so every kernel is
+# ours: racecheck cannot follow cuBLASLt's Hopper GEMMs (TMA / mbarrier
+# pipelines) -- unfiltered it reports them and crawls, and with a kernel
+# filter it failed with "Internal Sanitizer Error" (H100, 2026-11-25).
 step "compute-sanitizer memcheck (test_gpu_embed, NR_TEST_QUICK)"
 NR_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
   build-cuda/test_gpu_embed >"$out/memcheck.log" 2>&1
 echo "memcheck exit $?"
 grep -E "ERROR SUMMARY|passed|Invalid" "$out/memcheck.log" | head -20
-step "compute-sanitizer racecheck, our kernels (k_*) (test_gpu_embed, NR_TEST_QUICK)"
-for filt in "--kernel-name kns=k_" "--kernel-regex kns=k_" "--filter kns=k_"; do
-  # shellcheck disable=SC2086
-  NR_TEST_QUICK=1 timeout 150 compute-sanitizer --tool racecheck --racecheck-report all \
-    --error-exitcode 9 $filt build-cuda/test_gpu_embed >"$out/racecheck.log" 2>&1
-  rc=$?
-  grep -qiE "unrecognized|invalid option|unknown option|Error: .*option" "$out/racecheck.log" || break
-  echo "($filt not understood by this compute-sanitizer)"
-done
-echo "racecheck ($filt) exit $rc"
-grep -E "RACECHECK SUMMARY|ERROR SUMMARY|passed|Race|Hazard" "$out/racecheck.log" | head -20
+step "compute-sanitizer racecheck (test_gpu_embed, NR_TEST_QUICK, reference GEMM)"
+NANORAG_GPU_GEMM=reference NR_TEST_QUICK=1 timeout 200 compute-sanitizer --tool racecheck \
+  --racecheck-report all --error-exitcode 9 build-cuda/test_gpu_embed >"$out/racecheck.log" 2>&1
+echo "racecheck exit $?"
+grep -E "RACECHECK SUMMARY|ERROR SUMMARY|passed|Race|Hazard|Internal" "$out/racecheck.log" | head -20

@@ -318,7 +318,8 @@ out:
 }
 
 /* The tensor-core attention (the default for MiniLM) and the plain fp32
- * kernel give the same vectors, on a batch of every reference text length. */
+ * kernel give the same vectors, on a batch of every reference text length;
+ * so do cuBLASLt and the reference GEMM kernel. */
 static void test_attention_kernels_agree(void)
 {
     struct nr_bert *meta = NULL, *cpu = NULL;
@@ -360,6 +361,13 @@ static void test_attention_kernels_agree(void)
     NR_CHECK_INT(nr_gpu_bert_wait(g, b), NR_OK);
     NR_CHECK_INT(nr_bert_forward(cpu, pool, ids, lens, n, c), NR_OK);
     check_cos(a, b, n, 0.9999, "tensor-core vs plain attention");
+    /* and cuBLASLt's products against the plain reference kernel */
+    NR_CHECK_INT(nr_gpu_bert_set_attention(g, 1), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_set_reference_gemm(g, 1), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_submit(g, ids, lens, n), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_wait(g, b), NR_OK);
+    NR_CHECK_INT(nr_gpu_bert_set_reference_gemm(g, 0), NR_OK);
+    check_cos(a, b, n, 0.9999, "cuBLASLt vs reference GEMM kernel");
     check_cos(a, c, n, 0.999, "tensor-core attention vs CPU");
     check_cos(b, c, n, 0.999, "plain attention vs CPU");
 out:

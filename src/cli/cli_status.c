@@ -7,7 +7,9 @@
  * present), cpu (model, SIMD features, kernel variant, threads), memory
  * (/proc/meminfo), gpu (build, devices, driver/runtime/cuBLAS versions,
  * cuDNN/TensorRT presence), embedder (device, precision, memory held,
- * measured single-query latency). --no-model skips loading the embedder.
+ * measured single-query latency; on a GPU its name, device memory held and
+ * measured tokens/s). --device cpu|cuda|auto picks the embedder's device
+ * (default: $NANORAG_DEVICE, else cpu); --no-model skips loading it.
  */
 #define _GNU_SOURCE
 #include "nr_cli.h"
@@ -214,7 +216,7 @@ static long long rss_kib(void)
     return strtoll(v, NULL, 10);
 }
 
-static json_t *embedder_info(const char *model, int threads)
+static json_t *embedder_info(const char *model, int threads, const char *device)
 {
     json_t *o = json_object();
     struct nr_embed_opts opts;
@@ -226,6 +228,7 @@ static json_t *embedder_info(const char *model, int threads)
 
     nr_embed_opts_default(&opts);
     opts.threads = threads;
+    opts.device = device;
     if (nr_embedder_open(model, &opts, &e)) {
         json_object_set_new(o, "error", json_string(nr_err_msg()));
         return o;
@@ -235,6 +238,10 @@ static json_t *embedder_info(const char *model, int threads)
     json_object_set_new(o, "model", json_string(in.model));
     json_object_set_new(o, "format", json_string(in.source));
     json_object_set_new(o, "device", json_string(in.device));
+    if (in.gpu_name[0]) {
+        json_object_set_new(o, "gpu", json_string(in.gpu_name));
+        json_object_set_new(o, "gpu_memory_mib", json_real(mib(in.gpu_bytes)));
+    }
     json_object_set_new(o, "precision", json_string(in.precision));
     json_object_set_new(o, "stored_as", json_string(in.stored));
     json_object_set_new(o, "kernel", json_string(in.kernel));
@@ -256,6 +263,9 @@ static json_t *embedder_info(const char *model, int threads)
             qsort(lat + 1, (size_t)n - 1, sizeof lat[0], cmp_double); /* first run is warm-up */
             json_object_set_new(o, "query_ms_p50", json_real(lat[1 + (n - 1) / 2]));
         }
+        nr_embedder_info(e, &in);
+        if (ok && in.tokens_per_s > 0) /* GPU time of the queries above */
+            json_object_set_new(o, "gpu_tokens_per_s", json_real(in.tokens_per_s));
         nr_free(v);
     }
     json_object_set_new(o, "process_rss_mib", json_integer(rss_kib() / 1024));
@@ -296,16 +306,16 @@ static void print_text(json_t *j, int depth)
 
 int cli_status(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                             {"model", required_argument, NULL, 'm'},
-                                             {"no-model", no_argument, NULL, 'n'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"json", no_argument, NULL, 'j'},     {"model", required_argument, NULL, 'm'},
+        {"no-model", no_argument, NULL, 'n'}, {"device", required_argument, NULL, 'd'},
+        {"help", no_argument, NULL, 'h'},     {NULL, 0, NULL, 0}};
     int as_json = 0, no_model = 0, c;
     char model[4096] = "";
+    const char *device = NULL;
     json_t *doc;
 
-    while ((c = getopt_long(argc, argv, "jm:nh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "jm:nd:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'j':
             as_json = 1;
@@ -316,11 +326,17 @@ int cli_status(int argc, char **argv)
         case 'n':
             no_model = 1;
             break;
+        case 'd':
+            device = optarg;
+            break;
         case 'h':
-            printf("usage: nanorag status [--json] [--model PATH] [--no-model]\n");
+            printf("usage: nanorag status [--json] [--model PATH] [--device cpu|cuda|auto] "
+                   "[--no-model]\n");
             return 0;
         default:
-            fprintf(stderr, "usage: nanorag status [--json] [--model PATH] [--no-model]\n");
+            fprintf(stderr,
+                    "usage: nanorag status [--json] [--model PATH] [--device cpu|cuda|auto] "
+                    "[--no-model]\n");
             return 2;
         }
     }
@@ -336,7 +352,7 @@ int cli_status(int argc, char **argv)
             json_object_set_new(o, "error", json_string(nr_err_msg()));
             json_object_set_new(doc, "embedder", o);
         } else {
-            json_object_set_new(doc, "embedder", embedder_info(model, 0));
+            json_object_set_new(doc, "embedder", embedder_info(model, 0, device));
         }
     }
     if (as_json) {

@@ -71,11 +71,14 @@ extern "C" {
 #include "nr_mem.h"
 }
 
-#define BLOCK      128                /* threads per block for row kernels and attention */
-#define QCHUNK     128                /* query rows per attention work item (= BLOCK) */
-#define KTILE      64                 /* key/value rows per shared-memory tile */
-#define TC_MAX_L   256                /* longest sequence for the tensor-core attention */
-#define TC_WARPS   4                  /* warps per tensor-core attention block */
+#define BLOCK    128 /* threads per block for row kernels and attention */
+#define QCHUNK   128 /* query rows per attention work item (= BLOCK) */
+#define KTILE    64  /* key/value rows per shared-memory tile */
+#define TC_MAX_L 256 /* longest sequence for the tensor-core attention */
+#define TC_WARPS 4   /* warps per tensor-core attention block */
+/* K/V/Q row stride in shared memory, halves: 80 bytes, so the 16 rows of a
+ * wmma tile do not fall in the same banks */
+#define TC_KS      40
 #define LN_ROWS    4                  /* rows per k_layernorm block: one warp each */
 #define LN_MAXH2   16                 /* half2 per lane in k_layernorm: H <= 32 * 2 * 16 = 1024 */
 #define N_BUCKETS  5                  /* graph buckets: 16, 32, 64, 128, 256 rows */
@@ -138,6 +141,7 @@ struct nr_gpu_bert {
     int max_tokens; /* max_batch_tokens */
     int use_graphs;
     int attn_tc;    /* 1: tensor-core attention (head_dim 32, max_seq <= TC_MAX_L) */
+    int ref_gemm;   /* 1: k_gemm_ref instead of cuBLASLt (tests, sanitizers) */
     size_t tc_smem; /* its dynamic shared memory, bytes */
     cudaStream_t stream;
     cudaEvent_t ev0, ev1;
@@ -419,16 +423,16 @@ __global__ static void __launch_bounds__(TC_WARPS * 32)
 {
     using namespace nvcuda;
     extern __shared__ __align__(128) unsigned char smem[];
-    __half *Ks = (__half *)smem;                    /* [LPmax][32] */
-    __half *Vs = Ks + (size_t)LPmax * 32;           /* [LPmax][32] */
-    __half *Qs = Vs + (size_t)LPmax * 32;           /* [TC_WARPS][16][32] */
-    float *Ss = (float *)(Qs + TC_WARPS * 16 * 32); /* [TC_WARPS][16][LPmax] */
+    __half *Ks = (__half *)smem;                       /* [LPmax][TC_KS] */
+    __half *Vs = Ks + (size_t)LPmax * TC_KS;           /* [LPmax][TC_KS] */
+    __half *Qs = Vs + (size_t)LPmax * TC_KS;           /* [TC_WARPS][16][TC_KS] */
+    float *Ss = (float *)(Qs + TC_WARPS * 16 * TC_KS); /* [TC_WARPS][16][LPmax + 8] */
     __shared__ float rinv[TC_WARPS][16];
     int ld = 3 * H, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int start, L, q0, LP, rows;
+    int start, L, q0, LP, SS, rows;
     int4 it;
-    __half *Qw = Qs + warp * 16 * 32;
-    float *Sw = Ss + (size_t)warp * 16 * LPmax;
+    __half *Qw = Qs + warp * 16 * TC_KS;
+    float *Sw = Ss + (size_t)warp * 16 * (LPmax + 8);
 
     if ((int)blockIdx.x >= md.hdr[2])
         return;
@@ -437,6 +441,7 @@ __global__ static void __launch_bounds__(TC_WARPS * 32)
     L = it.y;
     q0 = it.z;
     LP = (L + 15) & ~15;
+    SS = LP + 8; /* S row stride, floats: off a multiple of 32 banks */
     rows = L - q0 < QCHUNK ? L - q0 : QCHUNK;
     /* K and V rows of this head: 32 halves = 4 x 16 bytes each */
     for (int i = threadIdx.x; i < LP * 4; i += blockDim.x) {
@@ -447,8 +452,8 @@ __global__ static void __launch_bounds__(TC_WARPS * 32)
             kz = ((const int4 *)(base + H))[c];
             vz = ((const int4 *)(base + 2 * H))[c];
         }
-        ((int4 *)(Ks + j * 32))[c] = kz;
-        ((int4 *)(Vs + j * 32))[c] = vz;
+        ((int4 *)(Ks + j * TC_KS))[c] = kz;
+        ((int4 *)(Vs + j * TC_KS))[c] = vz;
     }
     __syncthreads();
     for (int t = warp; t * 16 < rows; t += TC_WARPS) {
@@ -463,24 +468,24 @@ __global__ static void __launch_bounds__(TC_WARPS * 32)
             int4 qz = make_int4(0, 0, 0, 0);
             if (r0 + rr < L)
                 qz = ((const int4 *)(qkv + (size_t)(start + r0 + rr) * ld + h * 32))[c];
-            ((int4 *)(Qw + rr * 32))[c] = qz;
+            ((int4 *)(Qw + rr * TC_KS))[c] = qz;
         }
         __syncwarp();
         for (int n0 = 0; n0 < LP; n0 += 16) {
             wmma::fill_fragment(acc, 0.0f);
             for (int k0 = 0; k0 < 32; k0 += 16) {
-                wmma::load_matrix_sync(fa, Qw + k0, 32);
-                wmma::load_matrix_sync(fk, Ks + n0 * 32 + k0, 32);
+                wmma::load_matrix_sync(fa, Qw + k0, TC_KS);
+                wmma::load_matrix_sync(fk, Ks + n0 * TC_KS + k0, TC_KS);
                 wmma::mma_sync(acc, fa, fk, acc);
             }
-            wmma::store_matrix_sync(Sw + n0, acc, LPmax, wmma::mem_row_major);
+            wmma::store_matrix_sync(Sw + n0, acc, SS, wmma::mem_row_major);
         }
         __syncwarp();
         /* softmax per row; P (fp16) overwrites the row's first 2*LP bytes
          * only after the whole row is in registers */
         for (int rr = 0; rr < 16; rr++) {
             float sv[TC_MAX_L / 32], m = -INFINITY, sum = 0.0f;
-            float *srow = Sw + (size_t)rr * LPmax;
+            float *srow = Sw + (size_t)rr * SS;
 #pragma unroll
             for (int k = 0; k < TC_MAX_L / 32; k++) {
                 int j = lane + 32 * k;
@@ -510,26 +515,48 @@ __global__ static void __launch_bounds__(TC_WARPS * 32)
         wmma::fill_fragment(o0, 0.0f);
         wmma::fill_fragment(o1, 0.0f);
         for (int k0 = 0; k0 < LP; k0 += 16) {
-            wmma::load_matrix_sync(fa, (const __half *)Sw + k0, 2 * LPmax);
-            wmma::load_matrix_sync(fv, Vs + k0 * 32, 32);
+            wmma::load_matrix_sync(fa, (const __half *)Sw + k0, 2 * SS);
+            wmma::load_matrix_sync(fv, Vs + k0 * TC_KS, TC_KS);
             wmma::mma_sync(o0, fa, fv, o0);
-            wmma::load_matrix_sync(fv, Vs + k0 * 32 + 16, 32);
+            wmma::load_matrix_sync(fv, Vs + k0 * TC_KS + 16, TC_KS);
             wmma::mma_sync(o1, fa, fv, o1);
         }
         __syncwarp();
-        wmma::store_matrix_sync(Sw, o0, 32, wmma::mem_row_major);
-        wmma::store_matrix_sync(Sw + 16, o1, 32, wmma::mem_row_major);
+        wmma::store_matrix_sync(Sw, o0, TC_KS, wmma::mem_row_major);
+        wmma::store_matrix_sync(Sw + 16, o1, TC_KS, wmma::mem_row_major);
         __syncwarp();
         for (int i = lane; i < 16 * 16; i += 32) {
             int rr = i >> 4, d2 = i & 15;
             if (r0 + rr < L) {
                 float inv = rinv[warp][rr];
-                ((__half2 *)(ctx + (size_t)(start + r0 + rr) * H + h * 32))[d2] =
-                    __floats2half2_rn(Sw[rr * 32 + 2 * d2] * inv, Sw[rr * 32 + 2 * d2 + 1] * inv);
+                ((__half2 *)(ctx + (size_t)(start + r0 + rr) * H + h * 32))[d2] = __floats2half2_rn(
+                    Sw[rr * TC_KS + 2 * d2] * inv, Sw[rr * TC_KS + 2 * d2 + 1] * inv);
             }
         }
         __syncwarp();
     }
+}
+
+/* The reference product, one thread per output: Y[t][n] = Σ_k X[t][k]·W[n][k]
+ * (+ bias[n]) (+ R[t][n]), fp32 sums. Slow; it checks cuBLASLt's results and
+ * lets racecheck run over our kernels alone (it cannot follow cuBLASLt's
+ * Hopper GEMMs). */
+__global__ static void k_gemm_ref(const __half *__restrict__ X, int ldx,
+                                  const __half *__restrict__ W, int K,
+                                  const __half *__restrict__ bias, const __half *__restrict__ R,
+                                  __half *__restrict__ Y, int ldy, int T, int N)
+{
+    int n = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y * blockDim.y + threadIdx.y;
+    float acc = 0.0f;
+    if (n >= N || t >= T)
+        return;
+    for (int k = 0; k < K; k++)
+        acc += __half2float(X[(size_t)t * ldx + k]) * __half2float(W[(size_t)n * K + k]);
+    if (bias)
+        acc += __half2float(bias[n]);
+    if (R)
+        acc += __half2float(R[(size_t)t * ldy + n]);
+    Y[(size_t)t * ldy + n] = __float2half(acc);
 }
 
 /* out[s] = pool(x rows of sequence s), L2-normalized when asked. */
@@ -604,6 +631,20 @@ fail:
     return rc;
 }
 
+/* One planned product, by cuBLASLt or (ref_gemm) by k_gemm_ref. */
+static int gemm(struct nr_gpu_bert *g, struct nr_gpu_gemm *p, const __half *X, const __half *W,
+                const __half *bias, const __half *R, __half *Y)
+{
+    int rc = NR_OK;
+    if (!g->ref_gemm)
+        return nr_gpu_gemm_run(g->blas, p, X, W, bias, R, Y, g->blas_ws, g->stream);
+    k_gemm_ref<<<dim3((p->N + 31) / 32, (p->T + 7) / 8), dim3(32, 8), 0, g->stream>>>(
+        X, p->ldx, W, p->K, p->bias ? bias : NULL, p->res ? R : NULL, Y, p->ldy, p->T, p->N);
+    CK_LAUNCH();
+fail:
+    return rc;
+}
+
 /*
  * Enqueue the whole forward for `rows` rows (T, or a graph bucket's padded
  * size), `items` attention blocks and `seqs` pooling blocks (exact counts, or
@@ -625,7 +666,7 @@ static int enqueue_forward(struct nr_gpu_bert *g, struct meta_dev md, int rows, 
     CK_LAUNCH();
     for (int l = 0; l < c->layers; l++) {
         const struct glayer *w = &g->L[l];
-        CKR(nr_gpu_gemm_run(g->blas, &p->qkv, g->x, w->wqkv, w->bqkv, NULL, g->big, g->blas_ws, s));
+        CKR(gemm(g, &p->qkv, g->x, w->wqkv, w->bqkv, NULL, g->big));
         if (g->attn_tc)
             k_attention_tc<<<dim3(items, c->heads), TC_WARPS * 32, g->tc_smem, s>>>(
                 g->big, g->ctx, md, H, qscale, (c->max_seq + 15) & ~15);
@@ -634,15 +675,14 @@ static int enqueue_forward(struct nr_gpu_bert *g, struct meta_dev md, int rows, 
         else
             k_attention<64><<<dim3(items, c->heads), BLOCK, 0, s>>>(g->big, g->ctx, md, H, qscale);
         CK_LAUNCH();
-        CKR(nr_gpu_gemm_run(g->blas, &p->o, g->ctx, w->wo, w->bo, g->x, g->big, g->blas_ws, s));
+        CKR(gemm(g, &p->o, g->ctx, w->wo, w->bo, g->x, g->big));
         k_layernorm<<<(rows + LN_ROWS - 1) / LN_ROWS, LN_ROWS * 32, 0, s>>>(
             g->big, w->ln1_g, w->ln1_b, c->ln_eps, H, rows, g->x);
         CK_LAUNCH();
-        CKR(nr_gpu_gemm_run(g->blas, &p->up, g->x, w->wup, NULL, NULL, g->big, g->blas_ws, s));
+        CKR(gemm(g, &p->up, g->x, w->wup, NULL, NULL, g->big));
         k_bias_gelu<<<rows, gelu_threads, 0, s>>>(g->big, w->bup, F);
         CK_LAUNCH();
-        CKR(nr_gpu_gemm_run(g->blas, &p->down, g->big, w->wdown, w->bdown, g->x, g->ctx, g->blas_ws,
-                            s));
+        CKR(gemm(g, &p->down, g->big, w->wdown, w->bdown, g->x, g->ctx));
         k_layernorm<<<(rows + LN_ROWS - 1) / LN_ROWS, LN_ROWS * 32, 0, s>>>(
             g->ctx, w->ln2_g, w->ln2_b, c->ln_eps, H, rows, g->x);
         CK_LAUNCH();
@@ -770,9 +810,11 @@ extern "C" int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_
          * forces the plain kernel (for comparisons) */
         const char *env = getenv("NANORAG_GPU_ATTN");
         int lp = (c->max_seq + 15) & ~15;
-        g->tc_smem = (size_t)lp * 32 * 2 * 2 + (size_t)TC_WARPS * 16 * 32 * 2 +
-                     (size_t)TC_WARPS * 16 * lp * 4;
+        g->tc_smem = (size_t)lp * TC_KS * 2 * 2 + (size_t)TC_WARPS * 16 * TC_KS * 2 +
+                     (size_t)TC_WARPS * 16 * (lp + 8) * 4;
         g->attn_tc = hd == 32 && c->max_seq <= TC_MAX_L && !(env && !strcmp(env, "simple"));
+        env = getenv("NANORAG_GPU_GEMM"); /* "reference": k_gemm_ref (sanitizer runs) */
+        g->ref_gemm = env && !strcmp(env, "reference");
         if (g->attn_tc)
             CK(cudaFuncSetAttribute(k_attention_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)g->tc_smem));
@@ -971,6 +1013,20 @@ extern "C" void nr_gpu_bert_set_graphs(struct nr_gpu_bert *g, int on)
     g->use_graphs = on != 0;
 }
 
+/* Forget the captured graphs (after a kernel choice changed). */
+static int drop_graphs(struct nr_gpu_bert *g)
+{
+    int rc = NR_OK;
+    CK(cudaStreamSynchronize(g->stream));
+    for (int b = 0; b < N_BUCKETS; b++)
+        if (g->graph[b]) {
+            cudaGraphExecDestroy(g->graph[b]);
+            g->graph[b] = NULL;
+        }
+fail:
+    return rc;
+}
+
 extern "C" int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores)
 {
     const struct nr_bert_config *c = &g->cfg;
@@ -982,15 +1038,17 @@ extern "C" int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores
     if (tensor_cores)
         CK(cudaFuncSetAttribute(k_attention_tc, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)g->tc_smem));
-    /* captured graphs hold the old kernel: drop them */
-    CK(cudaStreamSynchronize(g->stream));
-    for (int b = 0; b < N_BUCKETS; b++)
-        if (g->graph[b]) {
-            cudaGraphExecDestroy(g->graph[b]);
-            g->graph[b] = NULL;
-        }
+    CKR(drop_graphs(g)); /* they hold the old kernel */
     g->attn_tc = tensor_cores != 0;
 fail:
+    return rc;
+}
+
+extern "C" int nr_gpu_bert_set_reference_gemm(struct nr_gpu_bert *g, int on)
+{
+    int rc = drop_graphs(g);
+    if (rc == NR_OK)
+        g->ref_gemm = on != 0;
     return rc;
 }
 

@@ -84,6 +84,13 @@ int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores)
     (void)tensor_cores;
     return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
 }
+
+int nr_gpu_bert_set_reference_gemm(struct nr_gpu_bert *g, int on)
+{
+    (void)g;
+    (void)on;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
 #else
 typedef int nr_gpu_none_unused; /* ISO C forbids an empty translation unit */
 #endif

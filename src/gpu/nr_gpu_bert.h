@@ -71,6 +71,10 @@ void nr_gpu_bert_set_graphs(struct nr_gpu_bert *g, int on);
  * max_seq <= 256), 0 = the plain fp32 kernel (any length, head_dim 32/64).
  * NR_EUNSUPPORTED if tensor cores do not apply. For tests and benchmarks. */
 int nr_gpu_bert_set_attention(struct nr_gpu_bert *g, int tensor_cores);
+/* 1: the products by a plain reference kernel instead of cuBLASLt (also at
+ * open with NANORAG_GPU_GEMM=reference): to check cuBLASLt's results, and for
+ * racecheck, which cannot follow cuBLASLt's Hopper kernels. Slow. */
+int nr_gpu_bert_set_reference_gemm(struct nr_gpu_bert *g, int on);
 
 #ifdef __cplusplus
 }
