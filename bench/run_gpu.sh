@@ -88,7 +88,7 @@ NR_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9
 echo "memcheck exit $?"
 grep -E "ERROR SUMMARY|passed|Invalid" "$out/memcheck.log" | head -20
 step "compute-sanitizer racecheck (test_gpu_embed, NR_TEST_QUICK, reference GEMM)"
-NANORAG_GPU_GEMM=reference NR_TEST_QUICK=1 timeout 200 compute-sanitizer --tool racecheck \
+NANORAG_GPU_GEMM=reference NR_TEST_QUICK=1 timeout 300 compute-sanitizer --tool racecheck \
   --racecheck-report all --error-exitcode 9 build-cuda/test_gpu_embed >"$out/racecheck.log" 2>&1
 echo "racecheck exit $?"
 grep -E "RACECHECK SUMMARY|ERROR SUMMARY|passed|Race|Hazard|Internal" "$out/racecheck.log" | head -20

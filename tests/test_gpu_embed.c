@@ -30,6 +30,17 @@
 #define DIM   384
 #define MODEL "all-MiniLM-L6-v2/model-f16.gguf"
 
+/* NR_TEST_QUICK (the compute-sanitizer runs, 10-100x slower): the first 24
+ * reference texts only. */
+static int load_texts(void)
+{
+    if (!load_fixture())
+        return 0;
+    if (getenv("NR_TEST_QUICK") && n_texts > 24)
+        n_texts = 24;
+    return 1;
+}
+
 static int have_gpu(void)
 {
     const char *why = NULL;
@@ -75,7 +86,7 @@ static void test_fallback_to_cpu_without_gpu(void)
     struct nr_embedder *bad = NULL;
     float *v0, *v1, *v2;
     int n;
-    if (!load_fixture())
+    if (!load_texts())
         return;
     nr_embed_opts_default(&o);
     o.device = "tpu";
@@ -120,7 +131,7 @@ static void test_gpu_matches_cpu_and_sentence_transformers(void)
     struct nr_embedder *gpu, *cpu;
     struct nr_embedder_info info;
     float *g1, *gall, *c;
-    if (!have_gpu() || !load_fixture())
+    if (!have_gpu() || !load_texts())
         return;
     gpu = open_dev("cuda", 256, 16384);
     cpu = open_dev("cpu", 256, 0);
@@ -163,7 +174,7 @@ static void test_token_budget_splits(void)
     int nb = quick ? 2 : (int)(sizeof budgets / sizeof budgets[0]), starts = quick ? 1 : 3;
     struct nr_embedder *one;
     float *ref1, *v;
-    if (!have_gpu() || !load_fixture())
+    if (!have_gpu() || !load_texts())
         return;
     one = open_dev("cuda", 256, 0);
     if (!one)
@@ -202,7 +213,7 @@ static void test_encoder_edges(void)
     float *a = NULL, *b = NULL, *c = NULL;
     char *longtext = NULL;
 
-    if (!have_gpu() || !load_fixture())
+    if (!have_gpu() || !load_texts())
         return;
     /* max_seq 512 (the model's max_pos): sequences longer than one 128-row
      * attention chunk and than several 64-row key tiles */
@@ -328,7 +339,7 @@ static void test_attention_kernels_agree(void)
     int32_t *ids = NULL;
     int *lens = NULL, n = 0, total = 0, rc;
     float *a = NULL, *b = NULL, *c = NULL;
-    if (!have_gpu() || !load_fixture())
+    if (!have_gpu() || !load_texts())
         return;
     if ((rc = nr_bert_open_meta(nr_test_model_path(MODEL), 256, &meta)) ||
         (rc = nr_gpu_bert_open(meta, 0, 8192, &g)) ||
