@@ -382,7 +382,7 @@ int nr_http_error(struct nr_http_req *r, int status, const char *fmt, ...)
         o = json_pack("{s:{s:s,s:s,s:n,s:i}}", "error", "message", msg, "type", openai_type(status),
                       "param", "code", status);
     else
-        o = json_pack("{s:s}", "error", msg);
+        o = json_pack("{s:s,s:i}", "error", msg, "code", status);
     return nr_http_reply_json(r, status, o);
 }
 
