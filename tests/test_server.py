@@ -708,6 +708,30 @@ def generation_tests(srv, model):
     check("no generation running after the abort",
           metric(m.decode(), 'nanorag_queue_depth{queue="generate_running"}') == 0)
 
+    # Ollama backend: a second nanorag (A) generating through this kind of
+    # server (B); B is killed mid-answer, so A's stream must end with one
+    # error line
+    b = Server("--slots", "1", *gspec)
+    a = Server("--llm", "ollama:%s@%s" % (model, b.url))
+    try:
+        ca = ollama.Client(host=a.url)
+        viaa = ca.chat(model=model, messages=msgs, options=G)
+        check("A with B as its Ollama backend: same greedy answer", viaa.message.content ==
+              c1.message.content, (viaa.message.content, c1.message.content))
+        c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=120)
+        c.request("POST", "/api/chat", json.dumps({"model": model, "messages": msgs,
+                                                   "options": {"num_predict": 400}}))
+        r = c.getresponse()
+        first = json.loads(r.readline())
+        b.proc.kill()
+        rest = [json.loads(x) for x in r.read().decode().splitlines() if x.strip()]
+        check("backend killed mid-stream: the stream ends with one error line",
+              "message" in first and rest and "error" in rest[-1] and
+              all("error" not in x for x in rest[:-1]), rest[-2:])
+    finally:
+        a.stop()
+        b.stop()
+
 
 # the default generator (the local model), or another spec for manual runs
 gspec = ["--llm", os.environ["NR_TEST_LLM_SPEC"]] if os.environ.get("NR_TEST_LLM_SPEC") else []
