@@ -358,7 +358,8 @@ void nr_server_close(struct nr_server *s)
 {
     if (!s)
         return;
-    nr_http_stop(s->http); /* first: no handler runs after this */
+    s->stopping = 1;       /* running generations stop at their next token */
+    nr_http_stop(s->http); /* then: no handler runs after this */
     srv_llm_close(s);
     nr_retriever_close(s->ret);
     nr_store_close(s->store_r);
