@@ -47,6 +47,7 @@ QX_INLINE void qz_dotq4k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
     __m256 accm[NR_QUANT_MR];
     const float *dx[NR_QUANT_MR];
     const int16_t *bs[NR_QUANT_MR];
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = _mm512_setzero_ps();
         accm[j] = _mm256_setzero_ps();
@@ -64,15 +65,18 @@ QX_INLINE void qz_dotq4k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
         __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m));
         __m256i m16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)),
                                               _mm_unpackhi_epi16(m8, m8), 1);
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             sumi[j] = _mm512_setzero_si512();
             sumi1[j] = _mm512_setzero_si512();
         }
+        QX_UNROLL
         for (int c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
             __m512i q = _mm512_and_si512(
                 _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
             __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(qz_idx_q4k[c]), sc16);
+            QX_UNROLL
             for (int j = 0; j < nx; j++) {
                 const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 64 * (size_t)c;
                 __m512i p = _mm512_maddubs_epi16(q, _mm512_load_si512(a));
@@ -82,6 +86,7 @@ QX_INLINE void qz_dotq4k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                     sumi[j] = _mm512_dpwssd_epi32(sumi[j], p, s);
             }
         }
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             __m256i mins =
                 _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), m16);
@@ -91,6 +96,7 @@ QX_INLINE void qz_dotq4k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                                       accm[j]);
         }
     }
+    QX_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = qx_hsum(_mm256_add_ps(qz_fold(acc[j]), accm[j]));
 }
@@ -106,6 +112,7 @@ QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
     __m512 acc[NR_QUANT_MR];
     const float *dx[NR_QUANT_MR];
     const int16_t *bs[NR_QUANT_MR];
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = _mm512_setzero_ps();
         dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
@@ -117,10 +124,12 @@ QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
         __m512i sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR];
         float d = qx_h(w + 208);
 
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             sumi[j] = _mm512_setzero_si512();
             sumi1[j] = _mm512_setzero_si512();
         }
+        QX_UNROLL
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(w + 64 * h);
             __m512i qh =
@@ -131,6 +140,7 @@ QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                                           _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30));
             __m512i s01 = _mm512_permutexvar_epi16(_mm512_load_si512(qz_idx_q6k[2 * h]), sc16);
             __m512i s23 = _mm512_permutexvar_epi16(_mm512_load_si512(qz_idx_q6k[2 * h + 1]), sc16);
+            QX_UNROLL
             for (int j = 0; j < nx; j++) {
                 const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 128 * (size_t)h;
                 __m512i p0 = _mm512_maddubs_epi16(q01, _mm512_load_si512(a));
@@ -139,6 +149,7 @@ QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                 sumi1[j] = _mm512_dpwssd_epi32(sumi1[j], p1, s23);
             }
         }
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             /* - 32 * sum_g sc[g] * bsums[g] */
             __m256i corr =
@@ -148,6 +159,7 @@ QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
             acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[j][b]), _mm512_cvtepi32_ps(tot), acc[j]);
         }
     }
+    QX_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = qx_hsum(qz_fold(acc[j]));
 }

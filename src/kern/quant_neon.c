@@ -21,6 +21,9 @@
 #include <string.h>
 
 #define QN_INLINE static inline __attribute__((always_inline))
+/* Unroll the loops over act rows and block chunks completely, so per-row
+ * accumulators stay in registers (see quant_x86.h). */
+#define QN_UNROLL _Pragma("GCC unroll 8")
 
 QN_INLINE float qn_h(const uint8_t *p)
 {
@@ -84,6 +87,7 @@ QN_INLINE void qn_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     const int32_t *is[NR_QUANT_MR];
     int b = 0;
 
+    QN_UNROLL
     for (int j = 0; j < nx; j++) {
         acc0[j] = vdupq_n_f32(0.0f);
         acc1[j] = vdupq_n_f32(0.0f);
@@ -94,6 +98,7 @@ QN_INLINE void qn_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     for (; b + 2 <= nb; b += 2, w += 2 * bytes) {
         struct qn_q32 q0 = qn_unpack32(w, kind), q1 = qn_unpack32(w + bytes, kind);
         float d0 = qn_h(w), d1 = qn_h(w + bytes);
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             const int8_t *a = (const int8_t *)(xq + (size_t)j * xs) + 32 * b;
             int32x4_t s0 = qn_block32(q0, a, is[j][b], kind);
@@ -108,6 +113,7 @@ QN_INLINE void qn_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     if (b < nb) {
         struct qn_q32 q0 = qn_unpack32(w, kind);
         float d0 = qn_h(w);
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             const int8_t *a = (const int8_t *)(xq + (size_t)j * xs) + 32 * b;
             int32x4_t s0 = qn_block32(q0, a, is[j][b], kind);
@@ -116,6 +122,7 @@ QN_INLINE void qn_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
                 accm[j] += qn_h(w + 2) * dx[j][b] * (float)is[j][b];
         }
     }
+    QN_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = vaddvq_f32(vaddq_f32(acc0[j], acc1[j])) + accm[j];
 }
@@ -145,6 +152,7 @@ QN_INLINE void qn_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     const float *dx[NR_QUANT_MR];
     const int16_t *bs[NR_QUANT_MR];
 
+    QN_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = vdupq_n_f32(0.0f);
         accm[j] = 0.0f;
@@ -163,10 +171,12 @@ QN_INLINE void qn_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
             qh0 = vld1q_u8(w + 16);
             qh1 = vld1q_u8(w + 32);
         }
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             sumi[j] = vdupq_n_s32(0);
             sumi1[j] = vdupq_n_s32(0);
         }
+        QN_UNROLL
         for (int c = 0; c < 4; c++) {
             uint8x16_t v0 = vld1q_u8(qs + 32 * c), v1 = vld1q_u8(qs + 32 * c + 16);
             uint8x16_t l0 = vandq_u8(v0, m4), l1 = vandq_u8(v1, m4);
@@ -180,6 +190,7 @@ QN_INLINE void qn_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                 h0 = vorrq_u8(h0, vandq_u8(vshlq_u8(qh0, sh), m10));
                 h1 = vorrq_u8(h1, vandq_u8(vshlq_u8(qh1, sh), m10));
             }
+            QN_UNROLL
             for (int j = 0; j < nx; j++) {
                 const int8_t *a = (const int8_t *)(xq + (size_t)j * xs) + 256 * b + 64 * c;
                 int32x4_t s0 = vdotq_s32(vdupq_n_s32(0), vreinterpretq_s8_u8(l0), vld1q_s8(a));
@@ -190,6 +201,7 @@ QN_INLINE void qn_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                 sumi1[j] = vmlaq_n_s32(sumi1[j], s1, sc[2 * c + 1]);
             }
         }
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             const int16_t *s = bs[j] + 16 * b;
             int summ = 0;
@@ -199,6 +211,7 @@ QN_INLINE void qn_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
             accm[j] += dmin * dx[j][b] * (float)summ;
         }
     }
+    QN_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = vaddvq_f32(acc[j]) - accm[j];
 }
@@ -211,6 +224,7 @@ QN_INLINE void qn_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
     const float *dx[NR_QUANT_MR];
     const int16_t *bs[NR_QUANT_MR];
 
+    QN_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = vdupq_n_f32(0.0f);
         dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
@@ -221,17 +235,21 @@ QN_INLINE void qn_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
         int32x4_t sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR];
         float d = qn_h(w + 208);
 
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             sumi[j] = vdupq_n_s32(0);
             sumi1[j] = vdupq_n_s32(0);
         }
+        QN_UNROLL
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = w + 64 * h, *qhp = w + 128 + 32 * h;
             uint8x16_t qa[2] = {vld1q_u8(ql), vld1q_u8(ql + 16)};
             uint8x16_t qb[2] = {vld1q_u8(ql + 32), vld1q_u8(ql + 48)};
             uint8x16_t qh[2] = {vld1q_u8(qhp), vld1q_u8(qhp + 16)};
+            QN_UNROLL
             for (int s = 0; s < 4; s++) {
                 int8x16_t q[2];
+                QN_UNROLL
                 for (int u = 0; u < 2; u++) {
                     uint8x16_t lo, hi;
                     if (s == 0) {
@@ -250,6 +268,7 @@ QN_INLINE void qn_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                     q[u] = vreinterpretq_s8_u8(vorrq_u8(lo, hi));
                 }
                 const int g = 8 * h + 2 * s;
+                QN_UNROLL
                 for (int j = 0; j < nx; j++) {
                     const int8_t *a =
                         (const int8_t *)(xq + (size_t)j * xs) + 256 * b + 128 * h + 32 * s;
@@ -260,6 +279,7 @@ QN_INLINE void qn_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                 }
             }
         }
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             const int16_t *s = bs[j] + 16 * b;
             int corr = 0;
@@ -271,6 +291,7 @@ QN_INLINE void qn_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
             acc[j] = vfmaq_n_f32(acc[j], vcvtq_f32_s32(tot), d * dx[j][b]);
         }
     }
+    QN_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = vaddvq_f32(acc[j]);
 }
@@ -310,6 +331,7 @@ QN_INLINE void qn_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     float32x4_t acc[NR_QUANT_MR], acc1[NR_QUANT_MR];
     int i = 0;
 
+    QN_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = vdupq_n_f32(0.0f);
         acc1[j] = vdupq_n_f32(0.0f);
@@ -317,6 +339,7 @@ QN_INLINE void qn_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     for (; i + 8 <= k; i += 8) {
         float32x4_t v0 = qn_load4(w + (size_t)i * es, kind);
         float32x4_t v1 = qn_load4(w + (size_t)(i + 4) * es, kind);
+        QN_UNROLL
         for (int j = 0; j < nx; j++) {
             const float *x = (const float *)(xq + (size_t)j * xs) + i;
             acc[j] = vfmaq_f32(acc[j], v0, vld1q_f32(x));
@@ -325,9 +348,11 @@ QN_INLINE void qn_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     }
     for (; i + 4 <= k; i += 4) {
         float32x4_t v = qn_load4(w + (size_t)i * es, kind);
+        QN_UNROLL
         for (int j = 0; j < nx; j++)
             acc[j] = vfmaq_f32(acc[j], v, vld1q_f32((const float *)(xq + (size_t)j * xs) + i));
     }
+    QN_UNROLL
     for (int j = 0; j < nx; j++) {
         const float *x = (const float *)(xq + (size_t)j * xs);
         float s = vaddvq_f32(vaddq_f32(acc[j], acc1[j]));
@@ -453,6 +478,7 @@ static float qn_act_block(const float *x, int n, int8_t *q, int32_t *gsum)
     float id = d >= 1e-30f ? 1.0f / d : 0.0f;
     for (int g = 0; g < n / 16; g++) {
         int32x4_t i[4];
+        QN_UNROLL
         for (int u = 0; u < 4; u++)
             i[u] = qn_round4(vmulq_n_f32(vld1q_f32(x + 16 * g + 4 * u), id));
         int16x8_t h0 = vcombine_s16(vmovn_s32(i[0]), vmovn_s32(i[1]));

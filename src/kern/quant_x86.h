@@ -36,6 +36,10 @@
 #include <string.h>
 
 #define QX_INLINE static inline __attribute__((always_inline))
+/* Loops over act rows (nx, a constant after inlining) and over the chunks
+ * of a block must unroll completely: then the per-row accumulators live in
+ * registers instead of stack arrays indexed at run time. */
+#define QX_UNROLL _Pragma("GCC unroll 8")
 
 #if defined(QX_VNNI)
 #define QX_DOT_U8I8(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
@@ -148,6 +152,7 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     const int32_t *is[NR_QUANT_MR];
     int b = 0;
 
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         acc0[j] = _mm256_setzero_ps();
         acc1[j] = _mm256_setzero_ps();
@@ -160,6 +165,7 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
         __m256i q0 = qx_unpack32(w, kind), q1 = qx_unpack32(w + bytes, kind);
         __m256i q2 = qx_unpack32(w + 2 * bytes, kind), q3 = qx_unpack32(w + 3 * bytes, kind);
         __m128 d4 = qx_h4(w, bytes), m4 = qx_h4(w + 2, bytes);
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             const uint8_t *a = xq + (size_t)j * xs + 32 * (size_t)b;
             __m128i t = qx_sum4(qx_block32(q0, a, 0, kind), qx_block32(q1, a + 32, 0, kind),
@@ -173,6 +179,7 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     for (; b + 2 <= nb; b += 2, w += 2 * bytes) {
         __m256i q0 = qx_unpack32(w, kind), q1 = qx_unpack32(w + bytes, kind);
         float d0 = qx_h(w), d1 = qx_h(w + bytes);
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             const uint8_t *a = xq + (size_t)j * xs + 32 * (size_t)b;
             __m256i s0 = qx_block32(q0, a, is[j][b], kind);
@@ -189,6 +196,7 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
     if (b < nb) {
         __m256i q0 = qx_unpack32(w, kind);
         float d0 = qx_h(w);
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             __m256i s0 = qx_block32(q0, xq + (size_t)j * xs + 32 * (size_t)b, is[j][b], kind);
             acc0[j] =
@@ -197,6 +205,7 @@ QX_INLINE void qx_dot32(const uint8_t *w, const uint8_t *xq, size_t xs, int k, f
                 accm[j] += qx_h(w + 2) * dx[j][b] * (float)is[j][b];
         }
     }
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         __m128 r = _mm_add_ps(acc4[j], _mm_movehl_ps(acc4[j], acc4[j]));
         r = _mm_add_ss(r, _mm_movehdup_ps(r));
@@ -231,6 +240,7 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     const float *dx[NR_QUANT_MR];
     const int16_t *bs[NR_QUANT_MR];
 
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = _mm256_setzero_ps();
         dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
@@ -251,10 +261,12 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                                               _mm_unpackhi_epi16(m8, m8), 1);
         if (q5)
             qh = _mm256_loadu_si256((const __m256i *)(w + 16));
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             sumi[j] = _mm256_setzero_si256();
             sumi1[j] = _mm256_setzero_si256();
         }
+        QX_UNROLL
         for (int c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
             __m256i lo = _mm256_and_si256(v, m4);
@@ -269,6 +281,7 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                 hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(qh, 3), m10));
                 qh = _mm256_srli_epi16(qh, 2);
             }
+            QX_UNROLL
             for (int j = 0; j < nx; j++) {
                 const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 64 * (size_t)c;
                 __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_load_si256((const __m256i *)a));
@@ -277,6 +290,7 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                 sumi1[j] = QX_DOT_I16(sumi1[j], p1, s_hi);
             }
         }
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             __m256i mins =
                 _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), m16);
@@ -286,6 +300,7 @@ QX_INLINE void qx_dotk(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
                 _mm256_fmadd_ps(_mm256_set1_ps(-dmin * dx[j][b]), _mm256_cvtepi32_ps(mins), acc[j]);
         }
     }
+    QX_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = qx_hsum(acc[j]);
 }
@@ -298,6 +313,7 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
     const float *dx[NR_QUANT_MR];
     const int16_t *bs[NR_QUANT_MR];
 
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = _mm256_setzero_ps();
         dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
@@ -308,10 +324,12 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
         __m256i sc16 = _mm256_cvtepi8_epi16(sc8), sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR];
         float d = qx_h(w + 208);
 
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             sumi[j] = _mm256_setzero_si256();
             sumi1[j] = _mm256_setzero_si256();
         }
+        QX_UNROLL
         for (int h = 0; h < 2; h++) {
             __m256i qa = _mm256_loadu_si256((const __m256i *)(w + 64 * h));
             __m256i qb = _mm256_loadu_si256((const __m256i *)(w + 64 * h + 32));
@@ -325,6 +343,7 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                                    _mm256_and_si256(qh, m30));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+            QX_UNROLL
             for (int s = 0; s < 4; s++) {
                 /* scales of sub-blocks 8h+2s (lanes 0..7) and 8h+2s+1 (8..15) */
                 const int g = 8 * h + 2 * s;
@@ -333,6 +352,7 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                                              (char)(g + 1), (char)(g + 1), (char)(g + 1),
                                              (char)(g + 1), (char)(g + 1), (char)(g + 1));
                 __m256i scs = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+                QX_UNROLL
                 for (int j = 0; j < nx; j++) {
                     const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 128 * h + 32 * s;
                     __m256i p = _mm256_maddubs_epi16(q[s], _mm256_load_si256((const __m256i *)a));
@@ -343,6 +363,7 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                 }
             }
         }
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             /* - 32 * sum_g sc[g] * bsums[g] */
             __m256i corr =
@@ -353,6 +374,7 @@ QX_INLINE void qx_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
                 _mm256_fmadd_ps(_mm256_set1_ps(d * dx[j][b]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
         }
     }
+    QX_UNROLL
     for (int j = 0; j < nx; j++)
         out[j] = qx_hsum(acc[j]);
 }
@@ -394,6 +416,7 @@ QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     int i = 0;
 
     /* two chains per act row (FMA latency), 16 elements a step */
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         acc[j] = _mm256_setzero_ps();
         acc1[j] = _mm256_setzero_ps();
@@ -401,6 +424,7 @@ QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     for (; i + 16 <= k; i += 16) {
         __m256 v0 = qx_load8(w + (size_t)i * es, kind);
         __m256 v1 = qx_load8(w + (size_t)(i + 8) * es, kind);
+        QX_UNROLL
         for (int j = 0; j < nx; j++) {
             const float *x = (const float *)(xq + (size_t)j * xs) + i;
             acc[j] = _mm256_fmadd_ps(v0, _mm256_load_ps(x), acc[j]);
@@ -409,10 +433,12 @@ QX_INLINE void qx_dotf(const uint8_t *w, const uint8_t *xq, size_t xs, int k, fl
     }
     for (; i + 8 <= k; i += 8) {
         __m256 v = qx_load8(w + (size_t)i * es, kind);
+        QX_UNROLL
         for (int j = 0; j < nx; j++)
             acc[j] = _mm256_fmadd_ps(v, _mm256_load_ps((const float *)(xq + (size_t)j * xs) + i),
                                      acc[j]);
     }
+    QX_UNROLL
     for (int j = 0; j < nx; j++) {
         const float *x = (const float *)(xq + (size_t)j * xs);
         float s = qx_hsum(_mm256_add_ps(acc[j], acc1[j]));
