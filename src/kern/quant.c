@@ -79,15 +79,15 @@
  *                            - dmin * sum_j m[j] * (sum_{32} a))
  *   Q6_K  acc += d*dx * sum_g sc[g] * (sum_{16} q*a - 32 * sum_{16} a)
  * Every bracket is an exact int32 (largest: Q6_K, 16 groups * 127 * 16 *
- * 32 * 127 < 2^28). "sum a" comes precomputed with the act (isum, bsums), so SIMD
- * variants multiply unsigned weight quants by signed activations (the
- * operand order of vpmaddubsw / vpdpbusd) and fix the offset once per
- * block. F32/F16/BF16 weights dot with the fp32 act in fp32 (the scalar
- * reference accumulates in double).
+ * 32 * 127 < 2^28). "sum a" comes precomputed with the act (isum,
+ * bsums), so SIMD variants multiply unsigned weight quants by signed
+ * activations (the operand order of vpmaddubsw / vpdpbusd) and fix the
+ * offset once per block. F32/F16/BF16 weights dot with the fp32 act in
+ * fp32 (the scalar reference accumulates in double).
  *
  * Activations that hold NaN or Inf make their block's scale NaN, so the
  * result is NaN, as an fp32 dot would be, instead of an undefined integer
- * conversion.
+ * conversion. A block whose scale is below 1e-30 quantizes to zeros.
  *
  * VARIANTS. quant_avx2.c and quant_avx512.c compile quant_x86.h (AVX2:
  * vpmaddubsw + vpmaddwd; AVX-512: VNNI vpdpbusd / vpdpwssd, plus 512-bit
@@ -102,7 +102,7 @@
  * THREADING. matvec cuts the rows into chunks (a multiple of 16 rows, about
  * 6 chunks per thread) handed out dynamically by the pool; each output is
  * computed by one kernel call, so results do not depend on the split.
- * matmul cuts rows the same way (16-row chunks) and inside a chunk walks the
+ * matmul cuts the rows into 16-row chunks and inside a chunk walks the
  * activations NR_QUANT_MR at a time over the chunk's rows: the chunk (16
  * rows, ~18 KiB of Q4_K at k = 2048) stays in L1/L2 while all m activations
  * pass, and each unpacked weight block serves NR_QUANT_MR activations.
