@@ -22,6 +22,8 @@
 #include "nr_err.h"
 #include "nr_gpu.h"
 #include "nr_gpu_bert.h"
+#include "nr_gpu_index.h"
+#include "nr_index.h"
 #include "nr_str.h"
 #include "nr_wordpiece.h"
 
@@ -244,6 +246,55 @@ out:
     nr_embedder_close(e);
 }
 
+/* Exact search on the GPU over n random unit rows of 384: latency of one
+ * query and per query in a batch of 64 (k = 10). */
+static void index_search(int64_t n)
+{
+    struct nr_gpu_index *gx = NULL;
+    const int dim = 384, chunk = 65536, nq = 64, k = 10;
+    float *v = malloc((size_t)chunk * dim * sizeof *v), *q = malloc((size_t)nq * dim * sizeof *q);
+    int64_t *ids = malloc(chunk * sizeof *ids);
+    struct nr_index_hit *hits = malloc((size_t)nq * k * sizeof *hits);
+    int nh[64];
+    double lat[50], t0;
+    uint64_t x = 88172645463325252ull;
+    if (!v || !q || !ids || !hits || nr_gpu_index_new(dim, n, 0, &gx)) {
+        fprintf(stderr, "bench_gpu_embed: index: %s\n", nr_err_msg());
+        goto out;
+    }
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+        int m = n - r0 < chunk ? (int)(n - r0) : chunk;
+        for (size_t i = 0; i < (size_t)m * dim; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            v[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5) * 0.1f;
+        }
+        for (int i = 0; i < m; i++)
+            ids[i] = r0 + i;
+        if (nr_gpu_index_add(gx, ids, ids, v, m))
+            goto out;
+    }
+    memcpy(q, v, (size_t)nq * dim * sizeof *q);
+    for (int rep = 0; rep < 2; rep++) {
+        int b = rep ? nq : 1, runs = 50;
+        nr_gpu_index_search(gx, q, b, k, hits, nh);
+        for (int i = 0; i < runs; i++) {
+            t0 = now_ms();
+            nr_gpu_index_search(gx, q, b, k, hits, nh);
+            lat[i] = now_ms() - t0;
+        }
+        qsort(lat, (size_t)runs, sizeof lat[0], cmp);
+        printf("gpu index %lld rows x %d: %d quer%s, k %d: p50 %.3f ms (%.1f GB/s of rows)\n",
+               (long long)n, dim, b, b > 1 ? "ies" : "y", k, lat[runs / 2],
+               (double)n * dim * 4 / (lat[runs / 2] * 1e6));
+    }
+out:
+    nr_gpu_index_free(gx);
+    free(v);
+    free(q);
+    free(ids);
+    free(hits);
+}
+
 int main(int argc, char **argv)
 {
     const char *model = "models/all-MiniLM-L6-v2/model-f16.gguf";
@@ -326,6 +377,8 @@ int main(int argc, char **argv)
             free(texts[i]);
         free(texts);
     }
+    index_search(100000);
+    index_search(1000000);
     printf("best encoder: %.0f chunks/s at batch %d = %.1f TFLOP/s (%.1f %% of 989 dense fp16)\n",
            best, best_bs, best * seq_flops(nr_bert_config(meta), 128) / 1e12,
            100.0 * best * seq_flops(nr_bert_config(meta), 128) / 989e12);

@@ -28,7 +28,7 @@ step "machine"
 if [ "${NR_PREBUILT:-0}" != 1 ] || [ ! -x build-cuda/test_gpu_embed ]; then
   step "build"
   if ! { cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DNR_CUDA=ON &&
-         cmake --build build-cuda -j"$(nproc)" --target test_gpu_embed bench_gpu_embed; } \
+         cmake --build build-cuda -j"$(nproc)" --target test_gpu_embed test_gpu_index bench_gpu_embed nanorag; } \
        >"$out/build.log" 2>&1; then
     tail -40 "$out/build.log"
     exit 1
@@ -42,7 +42,7 @@ if [ -x build-cuda/nanorag ] && ! ldd build-cuda/nanorag | grep -q "not found"; 
 fi
 
 step "ctest: GPU tests"
-timeout 150 ctest --test-dir build-cuda -R gpu_embed -V 2>&1 | tee "$out/ctest.log"
+timeout 150 ctest --test-dir build-cuda -R test_gpu_ -V 2>&1 | tee "$out/ctest.log"
 
 step "bench_gpu_embed"
 timeout 150 build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" 2>&1 | tee -a "$out/bench.log"
@@ -86,6 +86,9 @@ step "compute-sanitizer memcheck (test_gpu_embed, NR_TEST_QUICK)"
 NR_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
   build-cuda/test_gpu_embed >"$out/memcheck.log" 2>&1
 echo "memcheck exit $?"
+timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 build-cuda/test_gpu_index \
+  >>"$out/memcheck.log" 2>&1
+echo "memcheck (test_gpu_index) exit $?"
 grep -E "ERROR SUMMARY|passed|Invalid" "$out/memcheck.log" | head -20
 step "compute-sanitizer racecheck (test_gpu_embed, NR_TEST_QUICK, reference GEMM)"
 NANORAG_GPU_GEMM=reference NR_TEST_QUICK=1 timeout 300 compute-sanitizer --tool racecheck \

@@ -148,8 +148,8 @@ void nr_gpu_gemm_free(struct nr_gpu_blas *b, struct nr_gpu_gemm *g)
     memset(g, 0, sizeof *g);
 }
 
-int nr_gpu_gemm_plan(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ldy, int bias,
-                     int res, struct nr_gpu_gemm *g)
+static int plan(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ldy, int bias, int res,
+                cudaDataType_t dt, struct nr_gpu_gemm *g)
 {
     cublasLtMatmulDesc_t desc = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
@@ -172,11 +172,11 @@ int nr_gpu_gemm_plan(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ld
         CKB(b->f.desc_set(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt),
             "set BIAS_DATA_TYPE");
     }
-    CKB(b->f.layout_create(&la, CUDA_R_16F, (uint64_t)K, (uint64_t)N, K), "layout W");
+    CKB(b->f.layout_create(&la, dt, (uint64_t)K, (uint64_t)N, K), "layout W");
     g->la = la;
-    CKB(b->f.layout_create(&lb, CUDA_R_16F, (uint64_t)K, (uint64_t)T, ldx), "layout X");
+    CKB(b->f.layout_create(&lb, dt, (uint64_t)K, (uint64_t)T, ldx), "layout X");
     g->lb = lb;
-    CKB(b->f.layout_create(&lc, CUDA_R_16F, (uint64_t)N, (uint64_t)T, ldy), "layout Y");
+    CKB(b->f.layout_create(&lc, dt, (uint64_t)N, (uint64_t)T, ldy), "layout Y");
     g->lc = lc;
     CKB(b->f.pref_create(&pref), "PreferenceCreate");
     CKB(b->f.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &b->ws_bytes,
@@ -203,6 +203,19 @@ fail:
         b->f.pref_destroy(pref);
     nr_gpu_gemm_free(b, g);
     return rc;
+}
+
+int nr_gpu_gemm_plan(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ldy, int bias,
+                     int res, struct nr_gpu_gemm *g)
+{
+    return plan(b, T, N, K, ldx, ldy, bias, res, CUDA_R_16F, g);
+}
+
+int nr_gpu_gemm_plan_f32(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ldy,
+                         struct nr_gpu_gemm *g)
+{
+    /* fp32 operands with CUBLAS_COMPUTE_32F: plain fp32 FMA, no TF32 */
+    return plan(b, T, N, K, ldx, ldy, 0, 0, CUDA_R_32F, g);
 }
 
 int nr_gpu_gemm_run(struct nr_gpu_blas *b, struct nr_gpu_gemm *g, const void *X, const void *W,

@@ -2,6 +2,7 @@
 #ifndef NR_HAVE_CUDA
 #include "nr_gpu.h"
 #include "nr_gpu_bert.h"
+#include "nr_gpu_index.h"
 
 #include "nr_err.h"
 
@@ -89,6 +90,62 @@ int nr_gpu_bert_set_reference_gemm(struct nr_gpu_bert *g, int on)
 {
     (void)g;
     (void)on;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
+/* The GPU vector index: never created. */
+int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr_gpu_index **out)
+{
+    (void)dim;
+    (void)capacity;
+    (void)device;
+    *out = NULL;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
+
+void nr_gpu_index_free(struct nr_gpu_index *gx)
+{
+    (void)gx;
+}
+
+int nr_gpu_index_add(struct nr_gpu_index *gx, const int64_t *chunk_ids, const int64_t *doc_ids,
+                     const float *v, int n)
+{
+    (void)gx;
+    (void)chunk_ids;
+    (void)doc_ids;
+    (void)v;
+    (void)n;
+    return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
+}
+
+int nr_gpu_index_remove_chunk(struct nr_gpu_index *gx, int64_t chunk_id)
+{
+    (void)gx;
+    (void)chunk_id;
+    return 0;
+}
+
+int64_t nr_gpu_index_count(const struct nr_gpu_index *gx)
+{
+    (void)gx;
+    return 0;
+}
+
+size_t nr_gpu_index_bytes(const struct nr_gpu_index *gx)
+{
+    (void)gx;
+    return 0;
+}
+
+int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int nq, int k,
+                        struct nr_index_hit *hits, int *n_hits)
+{
+    (void)gx;
+    (void)q;
+    (void)nq;
+    (void)k;
+    (void)hits;
+    (void)n_hits;
     return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
 }
 #else

@@ -41,6 +41,10 @@ int nr_gpu_blas_version(const struct nr_gpu_blas *b);
 
 int nr_gpu_gemm_plan(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ldy, int bias,
                      int res, struct nr_gpu_gemm *g);
+/* The same product in fp32 (operands, output and accumulation; no TF32),
+ * without bias or residual: the GPU vector index's scores. */
+int nr_gpu_gemm_plan_f32(struct nr_gpu_blas *b, int T, int N, int K, int ldx, int ldy,
+                         struct nr_gpu_gemm *g);
 void nr_gpu_gemm_free(struct nr_gpu_blas *b, struct nr_gpu_gemm *g);
 /* Enqueue on `stream` (a cudaStream_t). R may alias nothing else than itself;
  * Y must not alias X, W or R. ws: ws_bytes of device memory. */
