@@ -3,7 +3,8 @@
  *
  *   - dequantization equals the gguf Python package's numpy code bit for
  *     bit, on random blocks of every type and on real rows of the two model
- *     files (tests/fixtures/quant_ref.bin, scripts/fixtures/make_quant_fixtures.py);
+ *     files (tests/fixtures/quant_ref.bin, scripts/fixtures/make_quant_fixtures.py),
+ *     and every variant's dot on those real rows matches gguf's values;
  *   - the reference quantizers produce gguf.quants.quantize's bytes (F16,
  *     BF16, Q4_0, Q4_1, Q5_0, Q8_0) and, for the K types that gguf cannot
  *     quantize, a dequantized error under the bound of each format;
@@ -351,6 +352,35 @@ static void test_real_rows(void)
         nr_quant_dequant_row(t->type, (const uint8_t *)t->data + (size_t)r.row * rb, got, r.k);
         NR_CHECK_MSG(!memcmp(want, got, (size_t)r.k * 4), "%s row %u differs from gguf's", r.name,
                      r.row);
+        /* every variant's dot of the real row with an act = the double dot of
+         * gguf's dequantized row with the dequantized act, within 1e-5 * sum|w a| */
+        {
+            uint8_t *xq = nr_aligned_alloc(64, nr_quant_act_bytes(NR_GGML_F32, (int)r.k));
+            float *x = nr_malloc((size_t)r.k * 4), *ad = nr_malloc((size_t)r.k * 4);
+            struct nr_qmat W = {t->type, (int)t->ne[1], (int)r.k, rb, t->data};
+            for (uint32_t i = 0; i < r.k; i++)
+                x[i] = nrand();
+            for (size_t v = 0; v < sizeof variant_names / sizeof variant_names[0]; v++) {
+                const struct nr_quant_kernels *K = nr_quant_kernels_by_name(variant_names[v]);
+                double ref = 0, mag = 0;
+                if (!K)
+                    continue;
+                nr_quant_kernels_force(K);
+                nr_quant_act(t->type, x, (int)r.k, xq);
+                act_dequant(t->type, xq, (int)r.k, ad);
+                for (uint32_t i = 0; i < r.k; i++) {
+                    ref += (double)want[i] * ad[i];
+                    mag += fabs((double)want[i] * ad[i]);
+                }
+                float d = nr_quant_dot_row(&W, (int)r.row, xq);
+                NR_CHECK_MSG(fabs(d - ref) <= 1e-5 * mag, "%s %s row %u: dot %.9g vs %.9g", K->name,
+                             r.name, r.row, d, ref);
+            }
+            nr_quant_kernels_force(NULL);
+            nr_free(xq);
+            nr_free(x);
+            nr_free(ad);
+        }
         seen_types |= 1 << t->type;
         nr_free(want);
         nr_free(got);
