@@ -35,21 +35,24 @@ struct nr_llama;
 struct nr_llama_seq;
 
 struct nr_llama_opts {
-    int threads;        /* worker threads; <= 0: one per CPU */
-    int max_batch;      /* tokens per forward pass in prefill (scratch size); default 512 */
+    int threads;   /* worker threads; <= 0: one per CPU */
+    int max_batch; /* tokens per forward pass in prefill (scratch size); default 512 */
+    int exact;     /* 1: fp32 activations against dequantized weight rows instead of
+                    * llama.cpp-style quantized activations (slower; for reference
+                    * tests). NANORAG_LLAMA_EXACT=1 in the environment sets it too. */
 };
 
 struct nr_llama_info {
-    const char *arch;       /* "llama", "qwen2", "gemma3" */
-    const char *name;       /* general.name or the file's base name */
-    const char *file_type;  /* dominant weight type, e.g. "q4_k", "q4_1" */
+    const char *arch;      /* "llama", "qwen2", "gemma3" */
+    const char *name;      /* general.name or the file's base name */
+    const char *file_type; /* dominant weight type, e.g. "q4_k", "q4_1" */
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
-    int n_ctx_train;        /* context length the model was trained for */
-    int64_t n_params;       /* parameters */
-    size_t weight_bytes;    /* bytes of weights mapped from the file */
-    size_t scratch_bytes;   /* bytes of activations / scratch held by the model */
+    int n_ctx_train;      /* context length the model was trained for */
+    int64_t n_params;     /* parameters */
+    size_t weight_bytes;  /* bytes of weights mapped from the file */
+    size_t scratch_bytes; /* bytes of activations / scratch held by the model */
     int threads;
-    const char *kernel;     /* nr_quant_variant() */
+    const char *kernel; /* nr_quant_variant() */
 };
 
 void nr_llama_opts_default(struct nr_llama_opts *o);
@@ -58,6 +61,7 @@ int nr_llama_open(const char *path, const struct nr_llama_opts *opts, struct nr_
 void nr_llama_close(struct nr_llama *m);
 
 const struct nr_llama_info *nr_llama_info(const struct nr_llama *m);
+/* NULL when the file carries no tokenizer.ggml.* metadata (test models). */
 const struct nr_tok *nr_llama_tok(const struct nr_llama *m);
 /* tokenizer.chat_template (NUL-terminated copy) or NULL when the file has none. */
 const char *nr_llama_chat_template(const struct nr_llama *m);
@@ -69,7 +73,7 @@ size_t nr_llama_kv_bytes(const struct nr_llama *m, int n_ctx);
  * capped at n_ctx_train). NR_ENOMEM when the cache cannot be allocated. */
 int nr_llama_seq_new(struct nr_llama *m, int n_ctx, struct nr_llama_seq **out);
 void nr_llama_seq_free(struct nr_llama_seq *s);
-int nr_llama_seq_pos(const struct nr_llama_seq *s);   /* positions filled */
+int nr_llama_seq_pos(const struct nr_llama_seq *s); /* positions filled */
 int nr_llama_seq_n_ctx(const struct nr_llama_seq *s);
 /* Forget positions >= pos (0 <= pos <= current): reuse a shared prefix. */
 void nr_llama_seq_truncate(struct nr_llama_seq *s, int pos);
