@@ -127,24 +127,47 @@ static double nmse(const float *a, const float *ref, int n)
     return num / den;
 }
 
-/* Compare our logits with reference row; returns the NMSE. */
+/*
+ * Compare our logits with the reference row; returns the NMSE. margin (in
+ * logits of the reference) forgives near-ties: our top-1 may be another id
+ * if the reference scores it within margin of its own top-1, and a reference
+ * top-5 id may be missing from ours if it is within margin of the reference's
+ * 6th. margin 0 is the strict check (exact mode).
+ */
 static double check_logits(const char *what, const float *ours, const float *ref, int n,
-                           json_t *ref_top5, double bound)
+                           json_t *ref_top5, double bound, double margin)
 {
-    int t[5];
+    int t[5], rt[6];
     double e = nmse(ours, ref, n);
     top5(ours, n, t);
-    NR_CHECK_MSG(t[0] == (int)json_integer_value(json_array_get(ref_top5, 0)),
-                 "%s: top-1 %d, reference %d", what, t[0],
-                 (int)json_integer_value(json_array_get(ref_top5, 0)));
+    top5(ref, n, rt);
+    {
+        /* the reference's 6th: the best id outside its top 5 */
+        int b = -1;
+        for (int i = 0; i < n; i++) {
+            int in = 0;
+            for (int j = 0; j < 5; j++)
+                in |= rt[j] == i;
+            if (!in && (b < 0 || ref[i] > ref[b]))
+                b = i;
+        }
+        rt[5] = b;
+    }
+    {
+        int r0 = (int)json_integer_value(json_array_get(ref_top5, 0));
+        NR_CHECK_MSG(t[0] == r0 || (margin > 0 && ref[r0] - ref[t[0]] <= margin),
+                     "%s: top-1 %d, reference %d (%.3f apart in the reference)", what, t[0], r0,
+                     (double)(ref[r0] - ref[t[0]]));
+    }
     for (int k = 0; k < 5; k++) {
         int r = (int)json_integer_value(json_array_get(ref_top5, (size_t)k)), found = 0;
         for (int j = 0; j < 5; j++)
             found |= t[j] == r;
-        NR_CHECK_MSG(found, "%s: reference top-5 id %d not in ours", what, r);
+        NR_CHECK_MSG(found || (margin > 0 && ref[r] - ref[rt[5]] <= margin),
+                     "%s: reference top-5 id %d not in ours", what, r);
     }
     NR_CHECK_MSG(e < bound, "%s: NMSE %.3g >= bound %.3g", what, e, bound);
-    printf("  %-28s NMSE %.3g (bound %.3g), top-1 %d\n", what, e, bound, t[0]);
+    printf("  %-34s NMSE %.3g (bound %.3g), top-1 %d\n", what, e, bound, t[0]);
     return e;
 }
 
@@ -163,6 +186,10 @@ static struct nr_llama *open_model(const char *rel, int exact, int max_batch)
     }
     return m;
 }
+
+/* Near-tie allowance of the default (quantized-activation) path, in logits:
+ * measured flips were 0.16 (smollm2 chat top-1) and 0.1 (smollm2 short 5th). */
+#define TIE_MARGIN 0.5
 
 /* Logits of every prompt of the fixture, default and exact mode. */
 static void logits_test(const char *fx_name, const char *model_rel, double bound_q,
@@ -198,7 +225,8 @@ static void logits_test(const char *fx_name, const char *model_rel, double bound
                      json_string_value(json_object_get(fx_prompt(&f, i), "label")),
                      exact ? " exact" : "", n);
             check_logits(what, lg, f.rows + (size_t)i * f.n_vocab, f.n_vocab,
-                         json_object_get(fx_prompt(&f, i), "top5"), exact ? bound_exact : bound_q);
+                         json_object_get(fx_prompt(&f, i), "top5"), exact ? bound_exact : bound_q,
+                         exact ? 0 : TIE_MARGIN);
             nr_llama_seq_free(s);
             free(ids);
         }
@@ -280,9 +308,10 @@ static void greedy_test(const char *fx_name, const char *model_rel, int exact, f
 #define SMOLLM2 "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GEMMA3  "gemma-3-270m/gemma-3-270m-q4_k_m.gguf"
 
-/* Measured (x86-64, scalar and AVX2 kernels): smollm2 default 0.0042..0.022 (the
- * chat prompt is the worst), exact 5e-7..5.9e-6; gemma3 default 0.00085..0.0050,
- * exact 6e-8..4.2e-7. Quantized activations lose more in SmolLM2: its residual
+/* NMSE measured (x86-64 AVX2 kernels; a scalar draft of nr_quant gave the
+ * larger default figures): smollm2 default 0.0013..0.022 (the chat prompt is
+ * the worst), exact 2.8e-7..5.9e-6; gemma3 default 0.00085..0.0050, exact
+ * 6.8e-8..4.7e-7. Quantized activations lose more in SmolLM2: its residual
  * stream has a few very large channels, which widen every Q8 block's scale. */
 static void test_smollm2_logits(void)
 {
@@ -291,7 +320,7 @@ static void test_smollm2_logits(void)
 static void test_smollm2_greedy(void)
 {
     greedy_test("smollm2", SMOLLM2, 1, 0);
-    greedy_test("smollm2", SMOLLM2, 0, 0.5f);
+    greedy_test("smollm2", SMOLLM2, 0, TIE_MARGIN);
 }
 static void test_gemma3_logits(void)
 {
@@ -300,11 +329,114 @@ static void test_gemma3_logits(void)
 static void test_gemma3_greedy(void)
 {
     greedy_test("gemma3", GEMMA3, 1, 0);
-    greedy_test("gemma3", GEMMA3, 0, 0.5f);
+    greedy_test("gemma3", GEMMA3, 0, TIE_MARGIN);
+}
+
+/* Bad calls are errors and leave the sequence where it was. */
+static void test_eval_errors(void)
+{
+    struct nr_llama *m;
+    struct nr_llama_seq *s = NULL;
+    int32_t ids[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float *lg;
+    FILE *probe = fopen(nr_test_model_path(SMOLLM2), "rb");
+    if (!probe) {
+        NR_SKIP("%s not present", SMOLLM2);
+        return;
+    }
+    fclose(probe);
+    m = open_model(SMOLLM2, 0, 4);
+    if (!m)
+        return;
+    lg = malloc(sizeof(float) * nr_llama_info(m)->n_vocab);
+    NR_CHECK_INT(nr_llama_seq_new(m, 6, &s), NR_OK);
+    NR_CHECK_INT(nr_llama_seq_n_ctx(s), 6);
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 0, lg), NR_EINVAL);
+    ids[2] = nr_llama_info(m)->n_vocab;
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 3, lg), NR_EINVAL);
+    ids[2] = -1;
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 3, lg), NR_EINVAL);
+    NR_CHECK_INT(nr_llama_seq_pos(s), 0);
+    ids[2] = 3;
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 7, lg), NR_ELIMIT);
+    NR_CHECK_INT(nr_llama_seq_pos(s), 0);
+    /* 5 tokens with max_batch 4: two forward passes */
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 5, lg), NR_OK);
+    NR_CHECK_INT(nr_llama_seq_pos(s), 5);
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 2, lg), NR_ELIMIT);
+    NR_CHECK_INT(nr_llama_seq_pos(s), 5);
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 1, NULL), NR_OK);
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 1, lg), NR_ELIMIT);
+    nr_llama_seq_truncate(s, 2);
+    NR_CHECK_INT(nr_llama_seq_pos(s), 2);
+    NR_CHECK_INT(nr_llama_eval(m, s, ids, 4, lg), NR_OK);
+    nr_llama_seq_free(s);
+    free(lg);
+    nr_llama_close(m);
+}
+
+/*
+ * Prefill in batches of 7, token-by-token decode, and one batch of the whole
+ * prompt compute the same function: logits agree to rounding (the default
+ * path quantizes each activation row alone, so batching changes nothing but
+ * summation order inside the kernels), and truncating then re-evaluating a
+ * suffix gives the same logits as the first time.
+ */
+static void test_batching(void)
+{
+    struct fixture f;
+    struct nr_llama *m1, *m7;
+    struct nr_llama_seq *s1 = NULL, *s7 = NULL;
+    float *a, *b;
+    int n;
+    int32_t *ids;
+    FILE *probe = fopen(nr_test_model_path(SMOLLM2), "rb");
+    if (!probe) {
+        NR_SKIP("%s not present", SMOLLM2);
+        return;
+    }
+    fclose(probe);
+    if (fixture_load("smollm2", &f)) {
+        NR_CHECK_MSG(0, "fixture llama_smollm2 missing");
+        return;
+    }
+    ids = fx_ids(&f, 2, "ids", &n);
+    m1 = open_model(SMOLLM2, 0, 0);
+    m7 = open_model(SMOLLM2, 0, 7);
+    a = malloc(sizeof(float) * f.n_vocab);
+    b = malloc(sizeof(float) * f.n_vocab);
+    if (m1 && m7) {
+        NR_CHECK_INT(nr_llama_seq_new(m1, 0, &s1), NR_OK);
+        NR_CHECK_INT(nr_llama_seq_new(m7, 0, &s7), NR_OK);
+        NR_CHECK_INT(nr_llama_eval(m1, s1, ids, n, a), NR_OK);
+        NR_CHECK_INT(nr_llama_eval(m7, s7, ids, n, b), NR_OK);
+        printf("  batch 7 vs %d: NMSE %.3g\n", n, nmse(b, a, f.n_vocab));
+        NR_CHECK(nmse(b, a, f.n_vocab) < 1e-8);
+        nr_llama_seq_truncate(s7, 0);
+        for (int i = 0; i < n; i++)
+            NR_CHECK_INT(nr_llama_eval(m7, s7, &ids[i], 1, i == n - 1 ? b : NULL), NR_OK);
+        printf("  token by token vs batch: NMSE %.3g\n", nmse(b, a, f.n_vocab));
+        NR_CHECK(nmse(b, a, f.n_vocab) < 1e-8);
+        nr_llama_seq_truncate(s1, n - 10);
+        NR_CHECK_INT(nr_llama_eval(m1, s1, ids + n - 10, 10, b), NR_OK);
+        NR_CHECK(nmse(b, a, f.n_vocab) < 1e-8);
+        NR_CHECK_INT(nr_llama_seq_n_ctx(s1), 4096);
+    }
+    nr_llama_seq_free(s1);
+    nr_llama_seq_free(s7);
+    nr_llama_close(m1);
+    nr_llama_close(m7);
+    free(a);
+    free(b);
+    free(ids);
+    fixture_free(&f);
 }
 
 int main(void)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    NR_RUN(test_eval_errors);
+    NR_RUN(test_batching);
     NR_RUN(test_smollm2_logits);
     NR_RUN(test_smollm2_greedy);
     NR_RUN(test_gemma3_logits);
