@@ -189,6 +189,23 @@ static void test_traits(void)
     uint8_t buf[64];
     NR_CHECK_INT(nr_quant_quantize_row(NR_GGML_Q4_0, x, buf, 31), NR_EINVAL);
     NR_CHECK_INT(nr_quant_quantize_row(NR_GGML_Q2_K, x, buf, 256), NR_EINVAL);
+    /* a matrix whose k is not a multiple of the block is refused, not read */
+    {
+        uint8_t wbuf[64] = {0};
+        uint8_t *xq = nr_aligned_alloc(64, 4096);
+        float y[2] = {-7.0f, -7.0f};
+        struct nr_qmat bad = {NR_GGML_Q4_0, 2, 33, 18, wbuf};
+        memset(xq, 0, 4096);
+        nr_quant_matvec(NULL, &bad, xq, y);
+        nr_quant_matmul(NULL, &bad, xq, 1, y, 2);
+        NR_CHECK(y[0] == -7.0f && y[1] == -7.0f);
+        NR_CHECK(nr_quant_dot_row(&bad, 0, xq) == 0.0f);
+        bad.type = NR_GGML_Q2_K;
+        bad.k = 256;
+        nr_quant_matvec(NULL, &bad, xq, y);
+        NR_CHECK(y[0] == -7.0f);
+        nr_free(xq);
+    }
     NR_CHECK(nr_quant_variant() != NULL);
     printf("  variant in use: %s\n", nr_quant_variant());
 }

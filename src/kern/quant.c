@@ -965,10 +965,14 @@ const char *nr_quant_variant(void)
     return nr_quant_kernels_get()->name;
 }
 
-static nr_qdot_fn dot_fn(int type)
+/* The kernel for W, or NULL if W's type or k is not one the kernels take
+ * (then the drivers below do nothing: shapes are the caller's to check). */
+static nr_qdot_fn dot_fn(const struct nr_qmat *W)
 {
     const struct nr_quant_kernels *K = nr_quant_kernels_get();
-    if (type < 0 || type >= NR_GGML_TYPE_COUNT || !trait(type))
+    int type = W->type;
+    if (type < 0 || type >= NR_GGML_TYPE_COUNT || !trait(type) || W->k <= 0 ||
+        nr_quant_row_bytes(type, W->k) == 0)
         return NULL;
     return K->dot[type] ? K->dot[type] : nr_quant_scalar_kernels.dot[type];
 }
@@ -977,7 +981,7 @@ static nr_qdot_fn dot_fn(int type)
 
 float nr_quant_dot_row(const struct nr_qmat *W, int r, const void *xq)
 {
-    nr_qdot_fn fn = dot_fn(W->type);
+    nr_qdot_fn fn = dot_fn(W);
     float out = 0.0f;
     if (fn && r >= 0 && r < W->n)
         fn((const char *)W->data + (size_t)r * W->row_bytes, xq, 0, 1, W->k, &out);
@@ -1016,7 +1020,7 @@ void nr_quant_matvec(struct nr_pool *pool, const struct nr_qmat *W, const void *
     struct mv_ctx c = {.W = W, .xq = xq, .y = y};
     int nt = threads_of(pool), ntasks;
 
-    c.fn = dot_fn(W->type);
+    c.fn = dot_fn(W);
     if (!c.fn || W->n <= 0)
         return;
     /* ~6 tasks per thread, chunks a multiple of 16 rows. */
@@ -1056,7 +1060,7 @@ void nr_quant_matmul(struct nr_pool *pool, const struct nr_qmat *W, const void *
     struct mv_ctx c = {.W = W, .xq = xq, .y = C, .m = m, .ldc = ldc};
     int ntasks;
 
-    c.fn = dot_fn(W->type);
+    c.fn = dot_fn(W);
     if (!c.fn || W->n <= 0 || m <= 0)
         return;
     c.xstride = nr_quant_act_bytes(W->type, W->k);
