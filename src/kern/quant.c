@@ -90,8 +90,8 @@
  * conversion. A block whose scale is below 1e-30 quantizes to zeros.
  *
  * VARIANTS. quant_avx2.c and quant_avx512.c compile quant_x86.h (AVX2:
- * vpmaddubsw + vpmaddwd; AVX-512: VNNI vpdpbusd / vpdpwssd, plus 512-bit
- * Q4_K and Q6_K kernels of its own), quant_neon.c uses sdot. The choice is
+ * vpmaddubsw + vpmaddwd; AVX-512: VNNI vpdpbusd / vpdpwssd, plus a 512-bit
+ * Q6_K kernel of its own), quant_neon.c uses sdot. The choice is
  * nr_kern's rule, made once: NANORAG_KERN=scalar|avx2|avx512|neon, else the
  * first of avx512, avx2, neon, scalar that nr_kern_by_name says this CPU
  * runs (the files get the same per-arch flags as nr_kern's, so the same

@@ -1,24 +1,24 @@
 /*
  * quant_avx512: nr_quant's dot kernels for CPUs with AVX-512 VL + VNNI.
  *
- * Most kernels are quant_x86.h's with QX_VNNI (vpdpbusd and vpdpwssd fuse
- * the multiply and the int32 accumulation, 256-bit vectors). Q4_K and Q6_K,
- * the weights of a Q4_K_M model and so most of decode's bytes, have 512-bit
- * kernels here: their 64-element chunks line up with one zmm of act bytes,
- * so one unpack, one vpmaddubsw and one vpdpwssd cover 64 elements, with
- * the sub-block scales spread over the int16 lanes by one vpermw. On Zen 4
- * a 512-bit op costs two 256-bit ones in the ALUs, but these kernels were
- * limited by the instruction count of the 256-bit ones: measured with
- * bench_quant (kernel speed from L2, 1 thread): see the commit message.
+ * The kernels are quant_x86.h's with QX_VNNI (vpdpbusd and vpdpwssd fuse
+ * the multiply and the int32 accumulation, 256-bit vectors), except Q6_K:
+ * its 128-element halves line up with two zmm of act bytes, so one 64-byte
+ * load of ql, one broadcast of qh and variable shifts (vpsllvw/vpsrlvw)
+ * unpack 64 elements per step, with the sub-block scales spread over the
+ * int16 lanes by one vpermw. Measured with bench_quant (kernel speed from
+ * L2, 1 thread, Zen 4): q6_k 27 GB/s with 256-bit vectors, 33.5 with these.
+ * A 512-bit Q4_K built the same way was slower than the 256-bit one (21.6
+ * against 22.4-25 GB/s, matmul 130 against 144 GOP/s): on Zen 4 a 512-bit
+ * op costs two 256-bit ones, and Q4_K's unpacking is already cheap.
  * Same exact int32 sums as the scalar reference; only the fp32 order differs.
  */
 #define QX_VNNI 1
 #include "quant_x86.h"
 
 /*
- * vpermw indices: int16 lane i takes scale first + i / per. Q4_K chunk c:
- * sub-blocks 2c, 2c+1 (16 lanes each); Q6_K half h, part p: sub-blocks
- * 8h + 4p .. 8h + 4p + 3 (8 lanes each, see qz_dotq6k).
+ * vpermw indices: int16 lane i takes scale first + i / per. Q6_K half h,
+ * part p: sub-blocks 8h + 4p .. 8h + 4p + 3 (8 lanes each, see qz_dotq6k).
  */
 #define QZ_I16(f, per)                                                                             \
     {                                                                                              \
@@ -29,76 +29,12 @@
             (f) + 24 / (per), (f) + 24 / (per), (f) + 24 / (per), (f) + 24 / (per),                \
             (f) + 24 / (per), (f) + 24 / (per), (f) + 24 / (per), (f) + 24 / (per)                 \
     }
-static const int16_t qz_idx_q4k[4][32]
-    __attribute__((aligned(64))) = {QZ_I16(0, 16), QZ_I16(2, 16), QZ_I16(4, 16), QZ_I16(6, 16)};
 static const int16_t qz_idx_q6k[4][32]
     __attribute__((aligned(64))) = {QZ_I16(0, 8), QZ_I16(4, 8), QZ_I16(8, 8), QZ_I16(12, 8)};
 
 QX_INLINE __m256 qz_fold(__m512 v)
 {
     return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-}
-
-QX_INLINE void qz_dotq4k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
-                         const int nx)
-{
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc[NR_QUANT_MR];
-    __m256 accm[NR_QUANT_MR];
-    const float *dx[NR_QUANT_MR];
-    const int16_t *bs[NR_QUANT_MR];
-    QX_UNROLL
-    for (int j = 0; j < nx; j++) {
-        acc[j] = _mm512_setzero_ps();
-        accm[j] = _mm256_setzero_ps();
-        dx[j] = nr_qa_d(xq + (size_t)j * xs, k);
-        bs[j] = nr_qa_bsums(xq + (size_t)j * xs, k);
-    }
-    for (int b = 0; b < k / 256; b++, w += 144) {
-        uint64_t sc, m;
-        __m512i sumi[NR_QUANT_MR], sumi1[NR_QUANT_MR];
-        float d = qx_h(w), dmin = qx_h(w + 2);
-
-        qx_kscales(w + 4, &sc, &m);
-        const __m512i sc16 =
-            _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
-        __m128i m8 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m));
-        __m256i m16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m8, m8)),
-                                              _mm_unpackhi_epi16(m8, m8), 1);
-        QX_UNROLL
-        for (int j = 0; j < nx; j++) {
-            sumi[j] = _mm512_setzero_si512();
-            sumi1[j] = _mm512_setzero_si512();
-        }
-        QX_UNROLL
-        for (int c = 0; c < 4; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
-            __m512i q = _mm512_and_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);
-            __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(qz_idx_q4k[c]), sc16);
-            QX_UNROLL
-            for (int j = 0; j < nx; j++) {
-                const uint8_t *a = xq + (size_t)j * xs + 256 * (size_t)b + 64 * (size_t)c;
-                __m512i p = _mm512_maddubs_epi16(q, _mm512_load_si512(a));
-                if (c & 1)
-                    sumi1[j] = _mm512_dpwssd_epi32(sumi1[j], p, s);
-                else
-                    sumi[j] = _mm512_dpwssd_epi32(sumi[j], p, s);
-            }
-        }
-        QX_UNROLL
-        for (int j = 0; j < nx; j++) {
-            __m256i mins =
-                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(bs[j] + 16 * b)), m16);
-            __m512i tot = _mm512_add_epi32(sumi[j], sumi1[j]);
-            acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(d * dx[j][b]), _mm512_cvtepi32_ps(tot), acc[j]);
-            accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * dx[j][b]), _mm256_cvtepi32_ps(mins),
-                                      accm[j]);
-        }
-    }
-    QX_UNROLL
-    for (int j = 0; j < nx; j++)
-        out[j] = qx_hsum(_mm256_add_ps(qz_fold(acc[j]), accm[j]));
 }
 
 QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, float *out,
@@ -164,9 +100,7 @@ QX_INLINE void qz_dotq6k(const uint8_t *w, const uint8_t *xq, size_t xs, int k, 
         out[j] = qx_hsum(qz_fold(acc[j]));
 }
 
-#define QZ_Q4_K(w, x, xs, k, o, n) qz_dotq4k(w, x, xs, k, o, n)
 #define QZ_Q6_K(w, x, xs, k, o, n) qz_dotq6k(w, x, xs, k, o, n)
-QX_ENTRY(qz_q4_k, QZ_Q4_K)
 QX_ENTRY(qz_q6_k, QZ_Q6_K)
 
-const struct nr_quant_kernels nr_quant_avx512_kernels = QX_KERNELS("avx512", qz_q4_k, qz_q6_k);
+const struct nr_quant_kernels nr_quant_avx512_kernels = QX_KERNELS("avx512", qx_q4_k, qz_q6_k);

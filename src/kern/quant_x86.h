@@ -602,7 +602,7 @@ static float qx_act_block(const float *x, int n, int8_t *q, int32_t *gsum)
 }
 
 /* The table of one variant; q4k / q6k name the Q4_K and Q6_K kernels (the
- * avx512 file has its own 512-bit ones). */
+ * avx512 file has its own 512-bit Q6_K). */
 #define QX_KERNELS(var_name, q4k, q6k)                                                             \
     {                                                                                              \
         .name = var_name,                                                                          \
