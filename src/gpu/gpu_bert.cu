@@ -650,7 +650,14 @@ fail:
  * size), `items` attention blocks and `seqs` pooling blocks (exact counts, or
  * a bucket's upper bounds), reading metadata from md.
  */
-static int enqueue_forward(struct nr_gpu_bert *g, struct meta_dev md, int rows, int items, int seqs)
+static size_t tc_smem_bytes(int lp)
+{
+    return (size_t)lp * TC_KS * 2 * 2 + (size_t)TC_WARPS * 16 * TC_KS * 2 +
+           (size_t)TC_WARPS * 16 * (lp + 8) * 4;
+}
+
+static int enqueue_forward(struct nr_gpu_bert *g, struct meta_dev md, int rows, int items, int seqs,
+                           int maxlen)
 {
     const struct nr_bert_config *c = &g->cfg;
     int H = c->hidden, F = c->ffn, hd = H / c->heads, rc = NR_OK;
@@ -668,8 +675,11 @@ static int enqueue_forward(struct nr_gpu_bert *g, struct meta_dev md, int rows, 
         const struct glayer *w = &g->L[l];
         CKR(gemm(g, &p->qkv, g->x, w->wqkv, w->bqkv, NULL, g->big));
         if (g->attn_tc)
-            k_attention_tc<<<dim3(items, c->heads), TC_WARPS * 32, g->tc_smem, s>>>(
-                g->big, g->ctx, md, H, qscale, (c->max_seq + 15) & ~15);
+            /* shared memory for the longest sequence of this batch, not
+             * max_seq: more blocks per SM for short texts */
+            k_attention_tc<<<dim3(items, c->heads), TC_WARPS * 32,
+                             tc_smem_bytes((maxlen + 15) & ~15), s>>>(g->big, g->ctx, md, H, qscale,
+                                                                      (maxlen + 15) & ~15);
         else if (hd == 32)
             k_attention<32><<<dim3(items, c->heads), BLOCK, 0, s>>>(g->big, g->ctx, md, H, qscale);
         else
@@ -717,12 +727,12 @@ static int get_graph(struct nr_gpu_bert *g, int b, cudaGraphExec_t *out)
      * ours and cuBLASLt's, is loaded before capture, where neither may be. */
     CK(cudaMemsetAsync(g->meta_small, 0, 16, g->stream));
     CKR(enqueue_forward(g, meta_ptrs(g->meta_small, &g->lay_small), rows, rows + rows / QCHUNK + 1,
-                        rows));
+                        rows, g->cfg.max_seq));
     CK(cudaStreamSynchronize(g->stream));
     CK(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
     capturing = 1;
     CKR(enqueue_forward(g, meta_ptrs(g->meta_small, &g->lay_small), rows, rows + rows / QCHUNK + 1,
-                        rows));
+                        rows, g->cfg.max_seq));
     capturing = 0;
     CK(cudaStreamEndCapture(g->stream, &graph));
     CK(cudaGraphInstantiate(&g->graph[b], graph, 0));
@@ -810,8 +820,7 @@ extern "C" int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_
          * forces the plain kernel (for comparisons) */
         const char *env = getenv("NANORAG_GPU_ATTN");
         int lp = (c->max_seq + 15) & ~15;
-        g->tc_smem = (size_t)lp * TC_KS * 2 * 2 + (size_t)TC_WARPS * 16 * TC_KS * 2 +
-                     (size_t)TC_WARPS * 16 * (lp + 8) * 4;
+        g->tc_smem = tc_smem_bytes(lp); /* the most any batch needs */
         g->attn_tc = hd == 32 && c->max_seq <= TC_MAX_L && !(env && !strcmp(env, "simple"));
         env = getenv("NANORAG_GPU_GEMM"); /* "reference": k_gemm_ref (sanitizer runs) */
         g->ref_gemm = env && !strcmp(env, "reference");
@@ -1059,7 +1068,7 @@ extern "C" int nr_gpu_bert_submit(struct nr_gpu_bert *g, const int32_t *ids, con
 {
     const struct nr_bert_config *c = &g->cfg;
     const struct meta_layout *lay;
-    int T = 0, n_items = 0, small, rc = NR_OK;
+    int T = 0, n_items = 0, small, rc = NR_OK, maxlen = 1;
     int *hdr, *st, *ln, *id, *ps;
     int4 *it;
 
@@ -1074,6 +1083,8 @@ extern "C" int nr_gpu_bert_submit(struct nr_gpu_bert *g, const int32_t *ids, con
         if (T > g->max_tokens - lens[s])
             return nr_err_set(NR_EINVAL, "batch exceeds %d tokens", g->max_tokens);
         T += lens[s];
+        if (lens[s] > maxlen)
+            maxlen = lens[s];
     }
     for (int r = 0; r < T; r++)
         if (ids[r] < 0 || ids[r] >= c->vocab)
@@ -1116,7 +1127,7 @@ extern "C" int nr_gpu_bert_submit(struct nr_gpu_bert *g, const int32_t *ids, con
         CK(cudaEventRecord(g->ev0, g->stream));
         CK(cudaMemcpyAsync(g->meta_big, g->staging, lay->o_pos + (size_t)T * 4,
                            cudaMemcpyHostToDevice, g->stream));
-        CKR(enqueue_forward(g, meta_ptrs(g->meta_big, lay), T, n_items, n_seq));
+        CKR(enqueue_forward(g, meta_ptrs(g->meta_big, lay), T, n_items, n_seq, maxlen));
     }
     CK(cudaEventRecord(g->ev1, g->stream));
     g->pending = 1;

@@ -7,11 +7,13 @@
  * creation so the score buffer stays <= 256 MiB; larger batches go through
  * in groups of qcap.
  *
- * Search: scores = Q·Rowsᵀ (one fp32 GEMM per group), then k_topk: one block
- * per query; each of its 256 threads keeps the best k of its strided share
- * of the scores, sorted, in local memory; then k rounds pick the block's
- * best head (score descending, chunk id ascending) and advance that
- * thread's list. Host-side: chunk and doc ids per row (for the hits and for
+ * Search: scores = Q·Rowsᵀ (one fp32 GEMM per group), then k_topk twice:
+ * first up to MAX_PARTS blocks per query each choose the best k of a part of
+ * the rows (so one query still spreads over the GPU), then one block per
+ * query merges those lists. Within a block each of 256 threads keeps the
+ * best k of its strided share, sorted, in local memory; then k rounds pick
+ * the block's best head (score descending, chunk id ascending) and advance
+ * that thread's list. Host-side: chunk and doc ids per row (for the hits and for
  * removal by swap-with-last).
  */
 #include "nr_gpu_index.h"
@@ -29,7 +31,9 @@ extern "C" {
 
 #define TOPK_THREADS 256
 #define SCORE_BYTES  ((size_t)256 << 20) /* cap on the score buffer */
-#define MAX_QCAP     1024
+#define MAX_QCAP     256
+#define MAX_PARTS    64   /* blocks per query in the first top-k pass */
+#define PART_ROWS    4096 /* fewest rows per part */
 
 #define CK(call)                                                                                   \
     do {                                                                                           \
@@ -44,16 +48,18 @@ extern "C" {
 struct nr_gpu_index {
     int dim, device, qcap;
     int64_t cap, count;
-    float *rows;      /* device [cap][dim] */
-    long long *cids;  /* device [cap] chunk ids */
-    float *scores;    /* device [qcap][cap] */
-    float *queries;   /* device [qcap][dim] */
-    int *res_row;     /* device [qcap][NR_GPU_INDEX_MAX_K] */
-    float *res_score; /* device [qcap][NR_GPU_INDEX_MAX_K] */
-    int64_t *h_cid;   /* host [cap] */
-    int64_t *h_did;   /* host [cap] */
-    int *h_row;       /* host [qcap][K] staging */
-    float *h_score;   /* host [qcap][K] staging */
+    float *rows;       /* device [cap][dim] */
+    long long *cids;   /* device [cap] chunk ids */
+    float *scores;     /* device [qcap][cap] */
+    float *queries;    /* device [qcap][dim] */
+    int *res_row;      /* device [qcap][NR_GPU_INDEX_MAX_K] */
+    float *res_score;  /* device [qcap][NR_GPU_INDEX_MAX_K] */
+    int *cand_row;     /* device [qcap][MAX_PARTS][NR_GPU_INDEX_MAX_K]: pass 1 results */
+    float *cand_score; /* device, same shape */
+    int64_t *h_cid;    /* host [cap] */
+    int64_t *h_did;    /* host [cap] */
+    int *h_row;        /* host [qcap][K] staging */
+    float *h_score;    /* host [qcap][K] staging */
     size_t dev_bytes;
     struct nr_gpu_blas *blas;
     void *ws; /* cuBLASLt workspace (device) */
@@ -67,41 +73,56 @@ __device__ static bool before(float sa, long long ca, float sb, long long cb)
     return sa > sb || (sa == sb && ca < cb);
 }
 
-__global__ static void k_topk(const float *__restrict__ scores, int64_t count,
-                              const long long *__restrict__ cids, int k, int *res_row,
-                              float *res_score)
+/*
+ * Top k of n candidates per query, block (q, p) taking part p of gridDim.y:
+ * candidate i has score sc[q*sc_stride + i] and row rin[q*rin_stride + i]
+ * (rin NULL: row i; row < 0: padding, skipped). Each thread keeps its
+ * strided share's best k sorted in local memory; then k rounds move the
+ * block's best head (score descending, chunk id ascending) to the output
+ * (q*gridDim.y + p)*ostride, padded with row -1 when fewer than k exist.
+ * Pass 1 runs over the scores in parts; pass 2 merges the parts' lists.
+ */
+__global__ static void k_topk(const float *__restrict__ sc, int64_t sc_stride,
+                              const int *__restrict__ rin, int64_t rin_stride, int64_t n,
+                              const long long *__restrict__ cids, int k, int *orow, float *osc,
+                              int ostride)
 {
     float ls[NR_GPU_INDEX_MAX_K];
     int lr[NR_GPU_INDEX_MAX_K];
-    int n = 0, head = 0, q = blockIdx.x;
-    const float *s = scores + (size_t)q * count;
+    int nl = 0, head = 0, q = blockIdx.x, p = blockIdx.y;
+    int64_t part = (n + gridDim.y - 1) / gridDim.y, lo = (int64_t)p * part,
+            hi = lo + part < n ? lo + part : n;
+    size_t o = ((size_t)q * gridDim.y + p) * ostride;
     __shared__ float ws[TOPK_THREADS / 32];
     __shared__ long long wc[TOPK_THREADS / 32];
     __shared__ int wt[TOPK_THREADS / 32];
     __shared__ int winner;
 
-    for (int64_t r = threadIdx.x; r < count; r += blockDim.x) {
-        float v = s[r];
-        int p;
-        if (n == k && !before(v, cids[r], ls[k - 1], cids[lr[k - 1]]))
+    sc += q * sc_stride;
+    if (rin)
+        rin += q * rin_stride;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        float v = sc[i];
+        int r = rin ? rin[i] : (int)i, at;
+        if (r < 0 || (nl == k && !before(v, cids[r], ls[k - 1], cids[lr[k - 1]])))
             continue;
-        p = n < k ? n++ : k - 1; /* insertion: shift the worse ones down */
-        while (p > 0 && before(v, cids[r], ls[p - 1], cids[lr[p - 1]])) {
-            ls[p] = ls[p - 1];
-            lr[p] = lr[p - 1];
-            p--;
+        at = nl < k ? nl++ : k - 1; /* insertion: shift the worse ones down */
+        while (at > 0 && before(v, cids[r], ls[at - 1], cids[lr[at - 1]])) {
+            ls[at] = ls[at - 1];
+            lr[at] = lr[at - 1];
+            at--;
         }
-        ls[p] = v;
-        lr[p] = (int)r;
+        ls[at] = v;
+        lr[at] = r;
     }
-    for (int out = 0; out < k && out < count; out++) {
-        float bs = head < n ? ls[head] : -INFINITY;
-        long long bc = head < n ? cids[lr[head]] : LLONG_MAX;
-        int bt = head < n ? (int)threadIdx.x : -1;
-        for (int o = 16; o > 0; o >>= 1) {
-            float os = __shfl_xor_sync(0xffffffffu, bs, o);
-            long long oc = __shfl_xor_sync(0xffffffffu, bc, o);
-            int ot = __shfl_xor_sync(0xffffffffu, bt, o);
+    for (int out = 0; out < k; out++) {
+        float bs = head < nl ? ls[head] : -INFINITY;
+        long long bc = head < nl ? cids[lr[head]] : LLONG_MAX;
+        int bt = head < nl ? (int)threadIdx.x : -1;
+        for (int off = 16; off > 0; off >>= 1) {
+            float os = __shfl_xor_sync(0xffffffffu, bs, off);
+            long long oc = __shfl_xor_sync(0xffffffffu, bc, off);
+            int ot = __shfl_xor_sync(0xffffffffu, bt, off);
             if (ot >= 0 && (bt < 0 || before(os, oc, bs, bc))) {
                 bs = os;
                 bc = oc;
@@ -120,13 +141,13 @@ __global__ static void k_topk(const float *__restrict__ scores, int64_t count,
                 if (wt[i] >= 0 && (w < 0 || before(ws[i], wc[i], ws[w], wc[w])))
                     w = i;
             winner = w < 0 ? -1 : wt[w];
-            if (w >= 0) {
-                res_score[q * NR_GPU_INDEX_MAX_K + out] = ws[w];
-            }
+            osc[o + out] = w < 0 ? -INFINITY : ws[w];
+            if (w < 0)
+                orow[o + out] = -1;
         }
         __syncthreads();
         if ((int)threadIdx.x == winner) {
-            res_row[q * NR_GPU_INDEX_MAX_K + out] = lr[head];
+            orow[o + out] = lr[head];
             head++;
         }
         __syncthreads();
@@ -169,8 +190,11 @@ extern "C" int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr
     CK(cudaMalloc((void **)&gx->res_row, (size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 4));
     CK(cudaMalloc((void **)&gx->res_score, (size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 4));
     CK(cudaMalloc(&gx->ws, BLAS_WS));
+    CK(cudaMalloc((void **)&gx->cand_row, (size_t)gx->qcap * MAX_PARTS * NR_GPU_INDEX_MAX_K * 4));
+    CK(cudaMalloc((void **)&gx->cand_score, (size_t)gx->qcap * MAX_PARTS * NR_GPU_INDEX_MAX_K * 4));
     gx->dev_bytes = b_rows + (size_t)capacity * 8 + b_scores + (size_t)gx->qcap * dim * 4 +
-                    (size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 8 + BLAS_WS;
+                    (size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 8 + BLAS_WS +
+                    (size_t)gx->qcap * MAX_PARTS * NR_GPU_INDEX_MAX_K * 8;
     gx->h_cid = (int64_t *)nr_malloc((size_t)capacity * 8);
     gx->h_did = (int64_t *)nr_malloc((size_t)capacity * 8);
     gx->h_row = (int *)nr_malloc((size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 4);
@@ -197,6 +221,8 @@ extern "C" void nr_gpu_index_free(struct nr_gpu_index *gx)
     cudaFree(gx->res_row);
     cudaFree(gx->res_score);
     cudaFree(gx->ws);
+    cudaFree(gx->cand_row);
+    cudaFree(gx->cand_score);
     cudaGetLastError();
     nr_gpu_blas_close(gx->blas);
     nr_free(gx->h_cid);
@@ -299,8 +325,20 @@ extern "C" int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int 
         if ((rc = nr_gpu_gemm_run(gx->blas, &plan, gx->queries, gx->rows, NULL, NULL, gx->scores,
                                   gx->ws, NULL)))
             goto fail;
-        k_topk<<<m, TOPK_THREADS>>>(gx->scores, cnt, gx->cids, kk, gx->res_row, gx->res_score);
-        CK(cudaGetLastError());
+        {
+            /* pass 1: each query's rows in parts of >= PART_ROWS, one block
+             * each; pass 2: one block per query merges the parts' lists */
+            int parts = (int)((cnt + PART_ROWS - 1) / PART_ROWS);
+            if (parts > MAX_PARTS)
+                parts = MAX_PARTS;
+            k_topk<<<dim3(m, parts), TOPK_THREADS>>>(gx->scores, cnt, NULL, 0, cnt, gx->cids, kk,
+                                                     gx->cand_row, gx->cand_score, kk);
+            CK(cudaGetLastError());
+            k_topk<<<dim3(m, 1), TOPK_THREADS>>>(
+                gx->cand_score, (int64_t)parts * kk, gx->cand_row, (int64_t)parts * kk,
+                (int64_t)parts * kk, gx->cids, kk, gx->res_row, gx->res_score, NR_GPU_INDEX_MAX_K);
+            CK(cudaGetLastError());
+        }
         CK(cudaMemcpy(gx->h_row, gx->res_row, (size_t)m * NR_GPU_INDEX_MAX_K * 4,
                       cudaMemcpyDeviceToHost));
         CK(cudaMemcpy(gx->h_score, gx->res_score, (size_t)m * NR_GPU_INDEX_MAX_K * 4,
