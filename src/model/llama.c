@@ -123,6 +123,7 @@ struct nr_llama_seq {
     int pos;      /* positions filled */
     uint16_t *kc; /* [layer][n_ctx][K] f16 keys (after rope) */
     uint16_t *vc; /* [layer][n_ctx][K] f16 values */
+    int32_t *ids; /* [n_ctx] token id at each filled position (nr_gen's prefix reuse) */
     size_t bytes; /* of kc + vc */
 };
 
@@ -779,9 +780,11 @@ int nr_llama_seq_new(struct nr_llama *m, int n_ctx, struct nr_llama_seq **out)
         return nr_err_set(NR_ENOMEM, "llama: out of memory");
     s->kc = nr_aligned_alloc(64, bytes / 2);
     s->vc = nr_aligned_alloc(64, bytes / 2);
-    if (!s->kc || !s->vc) {
+    s->ids = nr_malloc((size_t)n_ctx * sizeof *s->ids);
+    if (!s->kc || !s->vc || !s->ids) {
         nr_free(s->kc);
         nr_free(s->vc);
+        nr_free(s->ids);
         nr_free(s);
         return nr_err_set(NR_ENOMEM, "llama: out of memory for a KV cache of %zu bytes", bytes);
     }
@@ -798,6 +801,7 @@ void nr_llama_seq_free(struct nr_llama_seq *s)
         return;
     nr_free(s->kc);
     nr_free(s->vc);
+    nr_free(s->ids);
     nr_free(s);
 }
 
@@ -808,6 +812,11 @@ int nr_llama_seq_pos(const struct nr_llama_seq *s)
 int nr_llama_seq_n_ctx(const struct nr_llama_seq *s)
 {
     return s->n_ctx;
+}
+
+const int32_t *nr_llama_seq_ids(const struct nr_llama_seq *s)
+{
+    return s->ids;
 }
 
 void nr_llama_seq_truncate(struct nr_llama_seq *s, int pos)
@@ -1080,6 +1089,7 @@ int nr_llama_eval(struct nr_llama *m, struct nr_llama_seq *s, const int32_t *ids
         return nr_err_set(NR_ELIMIT, "llama: %d positions + %d tokens exceed the context of %d",
                           s->pos, n, s->n_ctx);
     pthread_mutex_lock(&m->mu);
+    memcpy(s->ids + s->pos, ids, (size_t)n * sizeof *ids);
     for (int i = 0; i < n; i += m->max_batch) {
         int T = n - i < m->max_batch ? n - i : m->max_batch;
         forward(m, s, ids + i, T, i + T == n ? logits : NULL);

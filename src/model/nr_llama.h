@@ -75,6 +75,8 @@ int nr_llama_seq_new(struct nr_llama *m, int n_ctx, struct nr_llama_seq **out);
 void nr_llama_seq_free(struct nr_llama_seq *s);
 int nr_llama_seq_pos(const struct nr_llama_seq *s); /* positions filled */
 int nr_llama_seq_n_ctx(const struct nr_llama_seq *s);
+/* The token ids at positions [0, pos) (what eval was given): for prefix reuse. */
+const int32_t *nr_llama_seq_ids(const struct nr_llama_seq *s);
 /* Forget positions >= pos (0 <= pos <= current): reuse a shared prefix. */
 void nr_llama_seq_truncate(struct nr_llama_seq *s, int pos);
 
