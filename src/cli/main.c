@@ -17,6 +17,8 @@ static void usage(FILE *f)
             "commands:\n"
             "  embed TEXT...     sentence embeddings (texts, stdin lines or --file)\n"
             "  serve             HTTP server: Ollama, OpenAI and RAG APIs\n"
+            "  generate PROMPT   generate text with a local GGUF model (streamed)\n"
+            "  chat              interactive multi-turn chat with a local GGUF model\n"
             "  status            what runs where: CPU, GPU, memory, embedder\n"
             "  version           print the version\n"
             "\n"
@@ -40,6 +42,10 @@ int main(int argc, char **argv)
         return cli_docs(argc - 1, argv + 1);
     if (!strcmp(argv[1], "serve"))
         return cli_serve(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "generate"))
+        return cli_generate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "chat"))
+        return cli_chat(argc - 1, argv + 1);
     if (!strcmp(argv[1], "status"))
         return cli_status(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

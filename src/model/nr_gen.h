@@ -20,7 +20,8 @@
  *
  * The sequence: generation appends to seq. If seq already holds a prefix of
  * the new prompt's tokens (a previous turn), only the rest is evaluated
- * (prefix reuse); otherwise it is truncated to the common prefix first.
+ * (prefix reuse, by comparing with nr_llama_seq_ids); otherwise it is
+ * truncated to the common prefix first.
  * When prompt + max_tokens exceed the sequence's context, the oldest turns
  * of a chat are dropped (the system message kept) until it fits; a plain
  * prompt is cut from the front. Callers own msgs, params and the callback
@@ -35,18 +36,21 @@
 struct nr_llama;
 struct nr_llama_seq;
 
-#define NR_GEN_MAX_STOP 16
+#define NR_GEN_MAX_STOP     16
+#define NR_GEN_MAX_STOP_LEN 256 /* bytes of one stop string */
 
 struct nr_gen_params {
-    int max_tokens;       /* tokens to generate at most; <= 0: until the context ends */
+    int max_tokens;       /* tokens to generate at most (default 512); <= 0: until the
+                           * context ends; must be < the sequence's n_ctx */
     float temperature;    /* 0: greedy (argmax); default 0.8 */
     int top_k;            /* 0: off; default 40 */
     float top_p;          /* 1: off; default 0.95 */
     float min_p;          /* 0: off; default 0.05 */
     float repeat_penalty; /* 1: off; default 1.1 */
     int repeat_last_n;    /* tokens the penalty looks back over; default 64 */
-    uint64_t seed;        /* same seed, model, prompt and params -> same output */
-    const char *stop[NR_GEN_MAX_STOP]; /* stop strings (NULL-terminated list) */
+    uint64_t seed;        /* same seed, model, prompt and params -> same output (default 0) */
+    const char *stop[NR_GEN_MAX_STOP]; /* stop strings (NULL-terminated list unless all
+                                        * 16 are used; each <= NR_GEN_MAX_STOP_LEN bytes) */
     volatile int *cancel;              /* optional; nonzero stops generation */
 };
 
@@ -70,7 +74,12 @@ typedef int (*nr_gen_cb)(void *ud, const char *text, size_t len);
 
 void nr_gen_params_default(struct nr_gen_params *p);
 
-/* Generate from a raw prompt (no template; BOS added as the model says). */
+/*
+ * Generate from a raw prompt: no template; BOS added as the model says, and
+ * special-token text in the prompt IS parsed (a raw prompt is how a caller
+ * writes its own template). Text from an untrusted user belongs in a
+ * message of nr_gen_chat, whose user content is never parsed for specials.
+ */
 int nr_gen_text(struct nr_llama *m, struct nr_llama_seq *seq, const char *prompt,
                 const struct nr_gen_params *p, nr_gen_cb cb, void *ud, struct nr_gen_stats *st);
 
