@@ -393,6 +393,39 @@ out:
     nr_bert_close(cpu);
 }
 
+/* Too little device memory (here: a cap below what the encoder needs) is
+ * not an error: the embedder opens on the CPU and gives the CPU's vectors. */
+static void test_memory_cap_falls_back_to_cpu(void)
+{
+    struct nr_embedder *cpu = NULL, *capped = NULL;
+    struct nr_embedder_info info;
+    float *a = NULL, *b = NULL;
+    int n;
+    if (!have_gpu() || !load_texts())
+        return;
+    setenv("NANORAG_GPU_MAX_MIB", "32", 1); /* MiniLM needs ~84 MiB at 8k tokens */
+    capped = open_dev("cuda", 256, 0);
+    unsetenv("NANORAG_GPU_MAX_MIB");
+    cpu = open_dev("cpu", 256, 0);
+    if (!cpu || !capped)
+        goto out;
+    nr_embedder_info(capped, &info);
+    NR_CHECK(strcmp(info.device, "cpu") == 0);
+    n = n_texts < 16 ? n_texts : 16;
+    a = calloc((size_t)n * DIM, sizeof *a);
+    b = calloc((size_t)n * DIM, sizeof *b);
+    if (!a || !b)
+        goto out;
+    NR_CHECK_INT(nr_embedder_embed(cpu, texts, NULL, n, a), NR_OK);
+    NR_CHECK_INT(nr_embedder_embed(capped, texts, NULL, n, b), NR_OK);
+    NR_CHECK(max_abs_diff(a, b, (size_t)n * DIM) == 0.0);
+out:
+    free(a);
+    free(b);
+    nr_embedder_close(cpu);
+    nr_embedder_close(capped);
+}
+
 int main(void)
 {
     NR_RUN(test_fallback_to_cpu_without_gpu);
@@ -400,5 +433,6 @@ int main(void)
     NR_RUN(test_token_budget_splits);
     NR_RUN(test_encoder_edges);
     NR_RUN(test_attention_kernels_agree);
+    NR_RUN(test_memory_cap_falls_back_to_cpu);
     return nr_test_summary();
 }

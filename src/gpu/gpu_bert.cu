@@ -69,6 +69,7 @@ extern "C" {
 #include "nr_half.h"
 #include "nr_log.h"
 #include "nr_mem.h"
+#include "nr_str.h"
 }
 
 #define BLOCK    128 /* threads per block for row kernels and attention */
@@ -850,6 +851,21 @@ extern "C" int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_
                 align_up((size_t)max_batch_tokens * wide * 2) + BLAS_WS + g->lay_big.bytes +
                 g->lay_small.bytes;
     need = g->wbytes + g->abytes;
+    {
+        /* NANORAG_GPU_MAX_MIB: the most device memory the encoder may take
+         * (a GPU shared with other work, or the Jetson's shared DRAM) */
+        const char *cap = getenv("NANORAG_GPU_MAX_MIB");
+        int mib = 0;
+        if (cap && *cap && (rc = nr_parse_int(cap, 1, 1 << 30, "NANORAG_GPU_MAX_MIB", &mib)))
+            goto fail;
+        if (mib && need > ((size_t)mib << 20)) {
+            rc = nr_err_set(NR_ENOMEM,
+                            "gpu: the encoder needs %zu MiB for %d tokens, NANORAG_GPU_MAX_MIB "
+                            "allows %d",
+                            (need + (1u << 20) - 1) >> 20, max_batch_tokens, mib);
+            goto fail;
+        }
+    }
     CK(cudaMemGetInfo(&fr, &tot));
     if (fr < need + MEM_MARGIN) {
         rc = nr_err_set(NR_ENOMEM,

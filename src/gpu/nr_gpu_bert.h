@@ -49,7 +49,9 @@ struct nr_gpu_bert_info {
  * outlive the encoder: its config is read at every batch) to GPU `device`.
  * Fails cleanly (NR_EUNSUPPORTED / NR_EIO / NR_ENOMEM with a message) when
  * there is no usable GPU, cuBLASLt is missing, the model's shape is not
- * handled (head_dim must be 32 or 64) or free device memory is short.
+ * handled (head_dim must be 32 or 64), free device memory is short, or the
+ * encoder would need more than NANORAG_GPU_MAX_MIB (if set: a cap for a GPU
+ * shared with other work, or a Jetson's shared DRAM).
  */
 int nr_gpu_bert_open(struct nr_bert *meta, int device, int max_batch_tokens,
                      struct nr_gpu_bert **out);
