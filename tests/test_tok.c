@@ -688,9 +688,12 @@ static double now_s(void)
 
 static void time_encode(const char *rel, const char *label)
 {
+    double t_open = now_s();
     struct nr_tok *t = open_tok(rel);
     if (!t)
         return;
+    printf("  %s: tokenizer built from the GGUF in %.3f s (file open included)\n", label,
+           now_s() - t_open);
     const char *para = "Retrieval-augmented generation combines a search index with a language "
                        "model. The index returns passages that are relevant to the question, "
                        "and the model writes an answer that cites them (in 2024, 3.5x faster).\n";
