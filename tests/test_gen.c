@@ -8,6 +8,7 @@
  */
 #include "nr_test.h"
 
+#include "nr_chat.h"
 #include "nr_err.h"
 #include "nr_gen.h"
 #include "nr_llama.h"
@@ -371,6 +372,106 @@ static void test_bad_params(void)
     NR_CHECK_INT(gen_text(STORY, &p, &s, &st, 128), NR_EINVAL);
 }
 
+/* Stop strings of 1 to 12 bytes at spread-out places of the greedy text: each cuts exactly. */
+static void test_stop_strings_spread(void)
+{
+    struct nr_gen_params p;
+    struct nr_gen_stats st;
+    struct sink full = {0};
+    greedy(&p, 40);
+    NR_CHECK_INT(gen_text(STORY, &p, &full, &st, 512), NR_OK);
+    for (int c = 0; c < 6 && full.len > 30; c++) {
+        struct sink s = {0};
+        char stop[16];
+        size_t at = 1 + (full.len - 14) * (size_t)c / 6, len = 1 + (size_t)(c * 7) % 12;
+        const char *hit;
+        memcpy(stop, full.text + at, len);
+        stop[len] = '\0';
+        hit = strstr(full.text, stop);
+        p.stop[0] = stop;
+        NR_CHECK_INT(gen_text(STORY, &p, &s, &st, 512), NR_OK);
+        NR_CHECK_MSG(s.len == (size_t)(hit - full.text) && !memcmp(s.text, full.text, s.len),
+                     "stop [%s]: %zu bytes streamed, want %zu", stop, s.len,
+                     (size_t)(hit - full.text));
+    }
+}
+
+/*
+ * Gemma 3 270M (SentencePiece, no template in the file: Gemma turns chosen by
+ * arch): a greedy chat reply equals rendering + tokenizing + eval + argmax by hand.
+ */
+static void test_gemma_chat(void)
+{
+    struct nr_llama *gm = NULL;
+    struct nr_llama_opts o;
+    struct nr_llama_seq *seq = NULL;
+    struct nr_gen_params p;
+    struct nr_gen_stats st;
+    struct nr_chat_msg msgs[] = {{"system", "Answer in one word."},
+                                 {"user", "What color is the sky?"}};
+    struct sink s = {0};
+    struct nr_chat_model md = {0};
+    struct nr_chat_tmpl t;
+    struct nr_chat_prompt pr = {0};
+    const struct nr_tok *tok;
+    int32_t ids[256];
+    int n = 0, n_vocab;
+    float *logits;
+    char want[1024];
+    size_t wl = 0;
+    struct nr_tok_stream ts;
+
+    nr_llama_opts_default(&o);
+    o.threads = 2;
+    if (nr_llama_open(nr_test_model_path("gemma-3-270m/gemma-3-270m-q4_k_m.gguf"), &o, &gm)) {
+        NR_CHECK_MSG(0, "gemma 3: %s", nr_err_msg());
+        return;
+    }
+    tok = nr_llama_tok(gm);
+    n_vocab = nr_llama_info(gm)->n_vocab;
+    greedy(&p, 8);
+    NR_CHECK_INT(nr_llama_seq_new(gm, 256, &seq), NR_OK);
+    NR_CHECK_INT(nr_gen_chat(gm, seq, msgs, 2, &p, sink_cb, &s, &st), NR_OK);
+
+    md.arch = nr_llama_info(gm)->arch;
+    md.template_text = nr_llama_chat_template(gm);
+    md.bos = nr_tok_text(tok, nr_tok_bos(tok));
+    nr_chat_detect(&md, &t);
+    NR_CHECK_INT(t.family, NR_CHAT_GEMMA);
+    NR_CHECK_INT(nr_chat_render(&t, msgs, 2, &pr), NR_OK);
+    NR_CHECK(!strcmp(pr.text, "<bos><start_of_turn>user\nAnswer in one word.\n\nWhat color is the "
+                              "sky?<end_of_turn>\n<start_of_turn>model\n"));
+    NR_CHECK_INT(nr_chat_tokenize(tok, &pr, ids, 256, &n), NR_OK);
+    NR_CHECK_INT(st.prompt_tokens, n);
+    logits = malloc((size_t)n_vocab * sizeof *logits);
+    nr_llama_seq_truncate(seq, 0);
+    NR_CHECK_INT(nr_llama_eval(gm, seq, ids, n, logits), NR_OK);
+    nr_tok_stream_init(&ts, tok);
+    for (int g = 0; g < 8; g++) {
+        char piece[NR_TOK_STREAM_CAP];
+        int32_t best = 0;
+        int k;
+        for (int i = 1; i < n_vocab; i++)
+            if (logits[i] > logits[best])
+                best = i;
+        if (nr_tok_is_eog(tok, best))
+            break;
+        k = nr_tok_stream_feed(&ts, best, piece, (int)sizeof piece);
+        if (k > 0 && wl + (size_t)k < sizeof want) {
+            memcpy(want + wl, piece, (size_t)k);
+            wl += (size_t)k;
+        }
+        NR_CHECK_INT(nr_llama_eval(gm, seq, &best, 1, logits), NR_OK);
+    }
+    want[wl] = '\0';
+    NR_CHECK_MSG(!strcmp(s.text, want), "gemma chat:\n[%s]\n[%s]", s.text, want);
+    printf("  gemma 3 reply: %s\n", s.text);
+    free(logits);
+    nr_chat_prompt_free(&pr);
+    nr_llama_seq_free(seq);
+    nr_llama_close(gm);
+}
+
 /* Allocation failure at each allocation of a chat generation: a clean NR_ENOMEM, then success. */
 static void test_alloc_failures(void)
 {
@@ -408,12 +509,14 @@ int main(void)
     NR_RUN(test_greedy_matches_by_hand);
     NR_RUN(test_max_tokens_length);
     NR_RUN(test_stop_strings);
+    NR_RUN(test_stop_strings_spread);
     NR_RUN(test_cancel);
     NR_RUN(test_seeded_sampling);
     NR_RUN(test_prefix_reuse);
     NR_RUN(test_trim_history);
     NR_RUN(test_bad_params);
     NR_RUN(test_alloc_failures);
+    NR_RUN(test_gemma_chat);
     nr_llama_close(g_model);
     return nr_test_summary();
 }
