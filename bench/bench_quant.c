@@ -309,6 +309,22 @@ done:
 
 /* ------------------------------------------------------------ main */
 
+/* 1 if `name` is one of the comma-separated names in list (NULL: all). */
+static int wanted(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    if (!list)
+        return 1;
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n))
+            return 1;
+        p += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const int all[] = {NR_GGML_Q4_0, NR_GGML_Q4_1, NR_GGML_Q5_0, NR_GGML_Q8_0, NR_GGML_Q4_K,
@@ -366,7 +382,7 @@ int main(int argc, char **argv)
         struct wset s;
         void *xq;
         float *y;
-        if (only && !strstr(only, nr_quant_name(all[t])))
+        if (!wanted(only, nr_quant_name(all[t])))
             continue;
         if (wset_make(&s, all[t], 8192, 2048, (size_t)512 << 20) != NR_OK) {
             fprintf(stderr, "bench_quant: out of memory\n");
@@ -399,7 +415,7 @@ int main(int argc, char **argv)
     for (size_t t = 0; t < sizeof all / sizeof all[0]; t++) {
         struct wset s;
         int n;
-        if (only && !strstr(only, nr_quant_name(all[t])))
+        if (!wanted(only, nr_quant_name(all[t])))
             continue;
         n = (int)(((size_t)512 << 10) / nr_quant_row_bytes(all[t], 2048)) & ~15;
         if (wset_make(&s, all[t], n, 2048, 0) != NR_OK)
@@ -432,7 +448,7 @@ int main(int argc, char **argv)
     for (size_t t = 0; t < sizeof all / sizeof all[0]; t++) {
         struct wset s;
         const int m = 64;
-        if (only && !strstr(only, nr_quant_name(all[t])))
+        if (!wanted(only, nr_quant_name(all[t])))
             continue;
         if (wset_make(&s, all[t], 2048, 2048, 0) != NR_OK)
             goto done;
