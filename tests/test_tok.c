@@ -7,6 +7,8 @@
  *   gemma3   SentencePiece BPE, byte fallback, no space prefix (models/gemma-3-270m)
  *   llama3   byte-level BPE, pre "llama-bpe" (models/llama3-tokenizer, setup --test)
  *   mistral  SentencePiece BPE with add_space_prefix (models/mistral-tokenizer, setup --test)
+ * tok_variants.json covers the other byte-level pre-tokenizers on real
+ * vocabularies: SmolLM2's written with pre "gpt2", Llama 3's with "qwen2".
  * A missing model file fails the test (setup.sh [--test] provides them all).
  *
  * Besides the ids: the caller's cap (prefix + full count), decode round trips
@@ -630,6 +632,113 @@ static void test_alloc_failures(void)
     nr_free(buf);
 }
 
+/* ---- the other pre-tokenizers, on real vocabularies ---- */
+
+/* Copy a string array KV from g into w (NR_OK if absent). */
+static int copy_arr_str(const struct nr_gguf *g, struct nr_gguf_writer *w, const char *key)
+{
+    int et, rc;
+    uint64_t n;
+    if (nr_gguf_get_arr(g, key, &et, &n) != NR_OK)
+        return NR_OK;
+    const char **v = malloc((size_t)n * sizeof *v);
+    char **own = malloc((size_t)n * sizeof *own);
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        size_t l;
+        nr_gguf_get_arr_str(g, key, i, &s, &l);
+        own[i] = malloc(l + 1);
+        memcpy(own[i], s, l);
+        own[i][l] = 0;
+        v[i] = own[i];
+    }
+    rc = nr_gguf_writer_add_arr_str(w, key, v, n);
+    for (uint64_t i = 0; i < n; i++)
+        free(own[i]);
+    free(own);
+    free(v);
+    return rc;
+}
+
+/* The tokenizer of model rel with tokenizer.ggml.pre replaced by pre. */
+static struct nr_tok *open_with_pre(const char *rel, const char *pre)
+{
+    struct nr_gguf *g = NULL;
+    struct nr_gguf_writer *w = NULL;
+    struct nr_tok *t = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    uint64_t n;
+    int et;
+    if (nr_gguf_open(nr_test_model_path(rel), &g) != NR_OK)
+        return NULL;
+    nr_gguf_writer_new(&w, 0);
+    nr_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2");
+    nr_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre);
+    copy_arr_str(g, w, "tokenizer.ggml.tokens");
+    copy_arr_str(g, w, "tokenizer.ggml.merges");
+    if (nr_gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &n) == NR_OK) {
+        int32_t *ty = malloc((size_t)n * sizeof *ty);
+        for (uint64_t i = 0; i < n; i++)
+            nr_gguf_get_arr_i32(g, "tokenizer.ggml.token_type", i, &ty[i]);
+        nr_gguf_writer_add_arr_i32(w, "tokenizer.ggml.token_type", ty, n);
+        free(ty);
+    }
+    int rc = nr_gguf_writer_write_to_mem(w, &buf, &len);
+    nr_gguf_writer_free(w);
+    nr_gguf_close(g);
+    NR_CHECK_INT(rc, NR_OK);
+    if (rc == NR_OK)
+        NR_CHECK_INT(open_mem_tok(buf, len, &t), NR_OK);
+    nr_free(buf);
+    return t;
+}
+
+static void run_variant(json_t *fix, const char *name)
+{
+    json_t *v = json_object_get(fix, name);
+    const char *rel = json_string_value(json_object_get(v, "model"));
+    struct nr_tok *t = open_with_pre(rel, json_string_value(json_object_get(v, "pre")));
+    struct nr_tok *base = open_tok(rel);
+    json_t *cases = json_object_get(v, "cases");
+    int32_t *ids = malloc(MAX_IDS * sizeof *ids), *bids = malloc(MAX_IDS * sizeof *bids);
+    int bad = 0, differ = 0;
+    if (!t || !base)
+        goto out;
+    NR_CHECK(json_array_size(cases) >= 100);
+    for (size_t c = 0; c < json_array_size(cases); c++) {
+        json_t *e = json_array_get(cases, c);
+        const char *text = json_string_value(json_object_get(e, "text"));
+        size_t len = json_string_length(json_object_get(e, "text"));
+        int n = 0, nb = 0;
+        NR_CHECK_INT(nr_tok_encode(t, text, len, 0, ids, MAX_IDS, &n), NR_OK);
+        NR_CHECK_INT(nr_tok_encode(base, text, len, 0, bids, MAX_IDS, &nb), NR_OK);
+        differ += n != nb || memcmp(ids, bids, (size_t)n * sizeof *ids) != 0;
+        if (!ids_equal(ids, n, json_object_get(e, "ids")) && bad++ < 5) {
+            printf("  [%s] ids differ for case %zu %.60s\n", name, c, text);
+            print_ids("plain", ids, n, json_object_get(e, "ids"));
+        }
+    }
+    NR_CHECK_MSG(bad == 0, "[%s] %d texts with different ids", name, bad);
+    /* The pre-tokenizer must matter somewhere (digit runs), or this tests nothing. */
+    NR_CHECK_MSG(differ > 0, "[%s] same ids as the model's own pre-tokenizer everywhere", name);
+out:
+    free(ids);
+    free(bids);
+    nr_tok_free(t);
+    nr_tok_free(base);
+}
+
+static void test_pre_variants(void)
+{
+    json_t *fix = load_fixture("variants");
+    if (!fix)
+        return;
+    run_variant(fix, "smollm2_gpt2");
+    run_variant(fix, "llama3_qwen2");
+    json_decref(fix);
+}
+
 /* ---- threads share one tokenizer ---- */
 
 struct thr {
@@ -740,6 +849,7 @@ int main(void)
     NR_RUN(test_gemma3_fixture);
     NR_RUN(test_llama3_fixture);
     NR_RUN(test_mistral_fixture);
+    NR_RUN(test_pre_variants);
     NR_RUN(test_invalid_utf8_roundtrip);
     NR_RUN(test_stream_holds_back);
     NR_RUN(test_threads);
