@@ -4,10 +4,12 @@
  * or any OpenAI-compatible server (/v1/chat/completions, streaming).
  * Chosen once by a spec string:
  *
- *     "models/x.gguf"                     local GGUF file
+ *     NULL or ""                          the default local model (nr_llm_default_model)
+ *     "models/x.gguf", "local:x.gguf"     local GGUF file
  *     "ollama:llama3.2:3b"                Ollama at http://127.0.0.1:11434
  *     "ollama:llama3.2:3b@http://h:11434" Ollama elsewhere
- *     "openai:gpt-4o-mini@http://h:8000"  OpenAI-compatible (base URL without /v1;
+ *     "openai:gpt-4o-mini@http://h:8000"  OpenAI-compatible (base URL; a trailing /v1 is
+ *                                         dropped; default https://api.openai.com;
  *                                         opts.api_key sent as Bearer)
  *
  * Concurrency: the local backend has `slots` sequences (each with its own KV
@@ -49,17 +51,23 @@ struct nr_llm_opts {
 };
 
 struct nr_llm_info {
-    int backend;         /* enum nr_llm_backend */
-    const char *model;   /* model name as clients see it ("smollm2-135m-instruct", "llama3.2:3b") */
-    const char *url;     /* remote base URL, or NULL */
-    int n_ctx;           /* context window of one request */
+    int backend;       /* enum nr_llm_backend */
+    const char *model; /* model name as clients see it ("smollm2-135m-instruct", "llama3.2:3b") */
+    const char *url;   /* remote base URL, or NULL */
+    int n_ctx;         /* context window of one request */
     int slots, queue;
-    int busy, waiting;   /* slots in use and requests queued now */
+    int busy, waiting;            /* slots in use and requests queued now */
     const struct nr_llama *local; /* the local model (info, tokenizer), or NULL */
-    size_t kv_bytes;     /* KV cache memory held for all slots (local) */
+    size_t kv_bytes;              /* KV cache memory held for all slots (local) */
+    uint64_t requests;            /* requests that got a slot since open (for metrics and tests) */
 };
 
 void nr_llm_opts_default(struct nr_llm_opts *o);
+
+/* Path of the default local model, first match: $NANORAG_LLM_MODEL,
+ * $NANORAG_MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf,
+ * ./models/..., <binary's dir>/../models/...; NR_ENOTFOUND when none. */
+int nr_llm_default_model(char *buf, size_t cap);
 
 int nr_llm_open(const struct nr_llm_opts *opts, struct nr_llm **out);
 void nr_llm_close(struct nr_llm *l);
