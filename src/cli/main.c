@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "  serve             HTTP server: Ollama, OpenAI and RAG APIs\n"
             "  generate PROMPT   generate text with a local GGUF model (streamed)\n"
             "  chat              interactive multi-turn chat with a local GGUF model\n"
+            "  ask QUESTION      answer from the documents, with cited sources\n"
             "  status            what runs where: CPU, GPU, memory, embedder\n"
             "  version           print the version\n"
             "\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv)
         return cli_generate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "chat"))
         return cli_chat(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ask"))
+        return cli_ask(argc - 1, argv + 1);
     if (!strcmp(argv[1], "status"))
         return cli_status(argc - 1, argv + 1);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {

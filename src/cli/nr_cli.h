@@ -16,6 +16,7 @@ int cli_docs(int argc, char **argv);
 int cli_serve(int argc, char **argv);
 int cli_generate(int argc, char **argv);
 int cli_chat(int argc, char **argv);
+int cli_ask(int argc, char **argv);
 
 struct nr_store;
 /* Open the store in data dir `data` (empty: $NANORAG_DATA, else ./data;
