@@ -825,6 +825,81 @@ static void test_remote_cancel_and_slots(void)
     }
 }
 
+/* The local backend with the real SmolLM2 model: slots = 1, queue = 0 refuses a second
+ * concurrent request at once; cancel frees the slot; the same greedy chat twice (the second
+ * reusing the slot's KV prefix) gives the same text. */
+static void test_local_slots(void)
+{
+    const char *path = nr_test_model_path("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    struct nr_chat_msg msg = {"user", "Name three colours."};
+    struct nr_llm_opts o;
+    struct nr_llm *l = NULL;
+    struct nr_llm_info info;
+    struct nr_gen_params p;
+    struct nr_gen_stats st;
+    struct sink k1, k2;
+    struct bg a = {0};
+    pthread_t ta;
+    int rc;
+
+    if (access(path, R_OK) != 0) {
+        NR_SKIP("no SmolLM2 model file");
+        return;
+    }
+    nr_llm_opts_default(&o);
+    o.spec = path;
+    o.threads = 2;
+    o.n_ctx = 512;
+    o.slots = 1;
+    o.queue = 0;
+    rc = nr_llm_open(&o, &l);
+    if (rc == NR_EUNSUPPORTED) {
+        NR_SKIP("local generator: %s", nr_err_msg());
+        return;
+    }
+    NR_CHECK_INT(rc, NR_OK);
+    if (!l)
+        return;
+    nr_llm_info(l, &info);
+    NR_CHECK_INT(info.backend, NR_LLM_LOCAL);
+    NR_CHECK(strcmp(info.model, "smollm2-135m-instruct") == 0);
+    NR_CHECK_INT(info.n_ctx, 512);
+    NR_CHECK(info.local != NULL && info.kv_bytes > 0 && info.url == NULL);
+    rc = nr_llm_count_tokens(l, "Hello world, how are you?", 25);
+    NR_CHECK_MSG(rc > 2 && rc < 25, "count %d", rc);
+
+    a.l = l;
+    pthread_create(&ta, NULL, bg_chat, &a);
+    NR_CHECK(wait_busy(l, 1, 0));
+    {
+        double t0 = now_s();
+        rc = nr_llm_chat(l, &msg, 1, NULL, NULL, NULL, NULL);
+        NR_CHECK_INT(rc, NR_EBUSY);
+        NR_CHECK_MSG(now_s() - t0 < 0.05, "NR_EBUSY took %.3f s", now_s() - t0);
+    }
+    a.cancel = 1;
+    pthread_join(ta, NULL);
+    NR_CHECK_INT(a.rc, NR_OK);
+    nr_llm_info(l, &info);
+    NR_CHECK_INT(info.busy, 0);
+
+    nr_gen_params_default(&p);
+    p.temperature = 0;
+    p.max_tokens = 24;
+    memset(&k1, 0, sizeof k1);
+    memset(&k2, 0, sizeof k2);
+    NR_CHECK_INT(nr_llm_chat(l, &msg, 1, &p, on_text, &k1, &st), NR_OK);
+    NR_CHECK(st.gen_tokens > 0 && st.gen_tokens <= 24 && k1.len > 0);
+    NR_CHECK_INT(nr_llm_chat(l, &msg, 1, &p, on_text, &k2, &st), NR_OK);
+    NR_CHECK(strcmp(k1.text, k2.text) == 0);
+    NR_CHECK(st.prompt_evaluated < st.prompt_tokens); /* the slot kept the prompt's prefix */
+    memset(&k1, 0, sizeof k1);
+    NR_CHECK_INT(nr_llm_generate(l, "The capital of France is", &p, on_text, &k1, &st), NR_OK);
+    NR_CHECK(k1.len > 0);
+    printf("  chat: %s\n  generate: %s\n", k2.text, k1.text);
+    nr_llm_close(l);
+}
+
 int main(void)
 {
     NR_RUN(test_ndjson_any_split);
@@ -836,6 +911,7 @@ int main(void)
     NR_RUN(test_remote_ok);
     NR_RUN(test_remote_errors);
     NR_RUN(test_remote_cancel_and_slots);
+    NR_RUN(test_local_slots);
     if (daemon_)
         MHD_stop_daemon(daemon_);
     return nr_test_summary();
