@@ -69,13 +69,13 @@ void nr_llm_opts_default(struct nr_llm_opts *o)
 
 int nr_llm_default_model(char *buf, size_t cap)
 {
-    const char *env = getenv("NANORAG_LLM_MODEL");
+    const char *env = getenv("NANORAG_GEN_MODEL");
     char exe[4096], dir[4200];
     ssize_t n;
 
     if (env && *env) {
         if (snprintf(buf, cap, "%s", env) >= (int)cap)
-            return nr_err_set(NR_ELIMIT, "llm: NANORAG_LLM_MODEL is too long");
+            return nr_err_set(NR_ELIMIT, "llm: NANORAG_GEN_MODEL is too long");
         return NR_OK;
     }
     env = getenv("NANORAG_MODELS");
@@ -100,7 +100,7 @@ int nr_llm_default_model(char *buf, size_t cap)
     }
     return nr_err_set(NR_ENOTFOUND,
                       "llm: no generator model found: run scripts/fetch_models.sh, or pass "
-                      "--llm FILE.gguf|ollama:NAME|openai:MODEL@URL, or set NANORAG_LLM_MODEL");
+                      "--llm FILE.gguf|ollama:NAME|openai:MODEL@URL, or set NANORAG_GEN_MODEL");
 }
 
 static int check_url(const char *u, size_t len)

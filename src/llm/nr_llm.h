@@ -64,7 +64,7 @@ struct nr_llm_info {
 
 void nr_llm_opts_default(struct nr_llm_opts *o);
 
-/* Path of the default local model, first match: $NANORAG_LLM_MODEL,
+/* Path of the default local model, first match: $NANORAG_GEN_MODEL,
  * $NANORAG_MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf,
  * ./models/..., <binary's dir>/../models/...; NR_ENOTFOUND when none. */
 int nr_llm_default_model(char *buf, size_t cap);
