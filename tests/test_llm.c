@@ -849,7 +849,7 @@ static void test_local_slots(void)
     nr_llm_opts_default(&o);
     o.spec = path;
     o.threads = 2;
-    o.n_ctx = 512;
+    o.n_ctx = 1024;
     o.slots = 1;
     o.queue = 0;
     rc = nr_llm_open(&o, &l);
@@ -863,7 +863,7 @@ static void test_local_slots(void)
     nr_llm_info(l, &info);
     NR_CHECK_INT(info.backend, NR_LLM_LOCAL);
     NR_CHECK(strcmp(info.model, "smollm2-135m-instruct") == 0);
-    NR_CHECK_INT(info.n_ctx, 512);
+    NR_CHECK_INT(info.n_ctx, 1024);
     NR_CHECK(info.local != NULL && info.kv_bytes > 0 && info.url == NULL);
     rc = nr_llm_count_tokens(l, "Hello world, how are you?", 25);
     NR_CHECK_MSG(rc > 2 && rc < 25, "count %d", rc);
