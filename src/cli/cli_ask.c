@@ -232,6 +232,7 @@ int cli_ask(int argc, char **argv)
                 print_source(&res.sources[i]);
         }
     }
+    fflush(stdout);
     if (rc == NR_OK) {
         fprintf(stderr,
                 "retrieval %.0f ms (%d hits, %d sources) | prompt %d tokens %.0f ms | "
