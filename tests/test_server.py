@@ -87,6 +87,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = "killed after 30 s"
+        if rc != 0 and rc != -9:
+            print("---- server stderr (exit %s):\n%s" % (rc, self.proc.stderr.read().decode(
+                errors="replace")[-4000:]))
         self.tmp.cleanup()
         return rc
 

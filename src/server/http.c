@@ -650,6 +650,7 @@ void nr_http_stream_end(struct nr_http_stream *s)
 {
     pthread_mutex_lock(&s->mu);
     s->ended = 1;
+    s->cancel = NULL; /* the producer's flag may be freed from here on */
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     stream_unref(s);

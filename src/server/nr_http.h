@@ -141,7 +141,8 @@ int nr_http_error_status(struct nr_http_req *r, int nr_status);
  * instead to answer with an error it replies as usual and the stream is
  * just ended. The producer ends its part with nr_http_stream_end (always
  * exactly once); the stream is freed when both sides are done.
- * `cancel`, if not NULL, is set to 1 when the client goes away.
+ * `cancel`, if not NULL, is set to 1 when the client goes away; it must
+ * stay valid until nr_http_stream_end, after which it is not touched.
  */
 int nr_http_stream_new(struct nr_http_req *r, volatile int *cancel, struct nr_http_stream **out);
 int nr_http_stream_reply(struct nr_http_req *r, struct nr_http_stream *s, const char *ctype);
