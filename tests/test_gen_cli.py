@@ -12,6 +12,7 @@ chat: two turns over piped standard input, the second reusing the first
 """
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -136,6 +137,20 @@ r = run(["chat", "--stats"] + GREEDY + ["--max-tokens", "4"],
 s = stats(r.stderr)
 check("chat: over-long line ignored with a message, next line answered",
       r.returncode == 0 and b"ignored" in r.stderr and len(s) == 1, r.stderr.decode()[-300:])
+
+# Ctrl-C while a reply streams stops that reply, not the chat
+proc = subprocess.Popen([NR, "chat", "--stats", "--threads", "2", "--temperature", "0",
+                         "--max-tokens", "200"], cwd=ROOT, stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+proc.stdin.write(b"Write a very long story about a dragon and a knight.\n")
+proc.stdin.flush()
+first = proc.stdout.read(1)  # the reply has started streaming
+proc.send_signal(signal.SIGINT)
+out, err = proc.communicate(input=b"Say hello.\n", timeout=300)
+s = stats(err)
+check("chat: SIGINT cancels the reply, the next turn is answered",
+      proc.returncode == 0 and first and len(s) == 2 and s[0][3] == "cancel" and s[0][2] < 200
+      and s[1][2] > 0, "%d %r" % (proc.returncode, s))
 
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
