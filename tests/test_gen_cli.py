@@ -93,6 +93,9 @@ for args, opt in [(["--temperature", "hot"], b"--temperature"),
     r = run(["generate"] + args + ["hi"])
     check("bad %s %s: exit 2 naming it" % (args[0], args[1]),
           r.returncode == 2 and opt in r.stderr, "%d %r" % (r.returncode, r.stderr))
+r = run(["generate"], stdin=b"")
+check("empty prompt on standard input: exit 2", r.returncode == 2 and b"empty" in r.stderr,
+      r.stderr.decode())
 r = run(["generate", "--frobnicate", "hi"])
 check("unknown option: exit 2", r.returncode == 2)
 r = run(["chat", "--raw"])

@@ -379,6 +379,11 @@ int cli_generate(int argc, char **argv)
         if (read_stdin(&prompt))
             return cli_fail("generate");
     }
+    if (!prompt[0]) {
+        nr_free(prompt);
+        fprintf(stderr, "nanorag: generate: empty prompt\n");
+        return 2;
+    }
     ex = open_model("generate", &o, &m, &seq);
     if (ex) {
         nr_free(prompt);
