@@ -8,8 +8,9 @@
  *
  * The byte streams in tests/fixtures/llm_* are written in the formats the
  * Ollama and OpenAI API documentation show (not captured from those
- * servers); the same client is run against a real `nanorag serve` in
- * tests/test_ask_cli.py.
+ * servers). The same clients then run against a real second nanorag
+ * (`nanorag serve`, the binary beside this test) acting as the Ollama and the
+ * OpenAI server: greedy chat and completion equal the local backend's.
  */
 #include "nr_test.h"
 
@@ -20,6 +21,8 @@
 #include "nr_mem.h"
 
 #include <jansson.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -900,6 +903,140 @@ static void test_local_slots(void)
     nr_llm_close(l);
 }
 
+/* Start `nanorag serve` (the binary next to this test) on a kernel-chosen loopback port with
+ * the local model; its base URL into url. Returns the pid, or -1 (and a skip) when absent. */
+static pid_t serve_start(const char *model, const char *data, char *url, size_t cap)
+{
+    char exe[4096], bin[4200], line[512];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    int fd[2];
+    pid_t pid;
+    FILE *f;
+    char *slash;
+
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    slash = strrchr(exe, '/');
+    if (!slash)
+        return -1;
+    *slash = '\0';
+    snprintf(bin, sizeof bin, "%s/nanorag", exe);
+    if (access(bin, X_OK) != 0 || pipe(fd) != 0) {
+        NR_SKIP("no nanorag binary beside the test");
+        return -1;
+    }
+    pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 1);
+        close(fd[0]);
+        close(fd[1]);
+        execl(bin, bin, "serve", "--listen", "127.0.0.1:0", "--data", data, "--llm", model,
+              (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    f = fdopen(fd[0], "r");
+    url[0] = '\0';
+    while (f && fgets(line, sizeof line, f)) {
+        char *h = strstr(line, "listening on http://");
+        if (h) {
+            snprintf(url, cap, "%s", h + strlen("listening on "));
+            url[strcspn(url, " \r\n")] = '\0';
+            break;
+        }
+    }
+    /* keep the pipe open (the server may write more); it closes when the test exits */
+    if (!url[0]) {
+        nr_test_fail(__FILE__, __LINE__, "nanorag serve did not start");
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return pid;
+}
+
+/* The remote backends against a second nanorag acting as the Ollama and OpenAI server:
+ * greedy chat and raw completions equal the local backend's, token for token. */
+static void test_serve_backends(void)
+{
+    const char *path = nr_test_model_path("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    struct nr_chat_msg msgs[] = {{"system", "You are a terse assistant."},
+                                 {"user", "Name two planets and one moon."}};
+    char data[] = "/tmp/nr_test_llm_serve_XXXXXX", url[256], spec[400];
+    struct nr_llm_opts o;
+    struct nr_llm *local = NULL;
+    struct nr_llm_info info;
+    struct nr_gen_params p;
+    struct nr_gen_stats st;
+    struct sink chat_ref, gen_ref;
+    pid_t pid;
+
+    if (access(path, R_OK) != 0) {
+        NR_SKIP("no SmolLM2 model file");
+        return;
+    }
+    nr_llm_opts_default(&o);
+    o.spec = path;
+    o.threads = 2;
+    if (nr_llm_open(&o, &local) != NR_OK) {
+        nr_test_fail(__FILE__, __LINE__, "local: %s", nr_err_msg());
+        return;
+    }
+    nr_llm_info(local, &info);
+    nr_gen_params_default(&p);
+    p.temperature = 0;
+    p.max_tokens = 32;
+    memset(&chat_ref, 0, sizeof chat_ref);
+    memset(&gen_ref, 0, sizeof gen_ref);
+    NR_CHECK_INT(nr_llm_chat(local, msgs, 2, &p, on_text, &chat_ref, &st), NR_OK);
+    NR_CHECK_INT(nr_llm_generate(local, "The capital of France is", &p, on_text, &gen_ref, &st),
+                 NR_OK);
+    if (!mkdtemp(data) || (pid = serve_start(path, data, url, sizeof url)) < 0) {
+        nr_llm_close(local);
+        return;
+    }
+    for (int i = 0; i < 2; i++) {
+        struct nr_llm *l = NULL;
+        struct sink k;
+        nr_llm_opts_default(&o);
+        snprintf(spec, sizeof spec, "%s:%s@%s%s", i ? "openai" : "ollama", info.model, url,
+                 i ? "/v1" : "");
+        o.spec = spec;
+        NR_CHECK_INT(nr_llm_open(&o, &l), NR_OK);
+        if (!l)
+            continue;
+        memset(&k, 0, sizeof k);
+        NR_CHECK_INT(nr_llm_chat(l, msgs, 2, &p, on_text, &k, &st), NR_OK);
+        NR_CHECK_MSG(strcmp(k.text, chat_ref.text) == 0, "%s chat: \"%s\" vs local \"%s\"", spec,
+                     k.text, chat_ref.text);
+        NR_CHECK(st.gen_tokens > 0 && st.prompt_tokens > 0);
+        memset(&k, 0, sizeof k);
+        NR_CHECK_INT(nr_llm_generate(l, "The capital of France is", &p, on_text, &k, &st), NR_OK);
+        NR_CHECK_MSG(strcmp(k.text, gen_ref.text) == 0, "%s generate: \"%s\" vs local \"%s\"", spec,
+                     k.text, gen_ref.text);
+        nr_llm_close(l);
+        /* an unknown model: the server's own 404 message comes through */
+        snprintf(spec, sizeof spec, "%s:no-such-model@%s", i ? "openai" : "ollama", url);
+        o.spec = spec;
+        if (nr_llm_open(&o, &l) == NR_OK) {
+            NR_CHECK_INT(nr_llm_chat(l, msgs, 2, &p, on_text, &k, &st), NR_EREMOTE);
+            NR_CHECK_MSG(strstr(nr_err_msg(), "HTTP 404"), "%s", nr_err_msg());
+            nr_llm_close(l);
+        }
+    }
+    printf("  via %s: \"%s\"\n", url, chat_ref.text);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", data);
+        if (system(cmd) != 0)
+            printf("  could not remove %s\n", data);
+    }
+    nr_llm_close(local);
+}
+
 int main(void)
 {
     NR_RUN(test_ndjson_any_split);
@@ -912,6 +1049,7 @@ int main(void)
     NR_RUN(test_remote_errors);
     NR_RUN(test_remote_cancel_and_slots);
     NR_RUN(test_local_slots);
+    NR_RUN(test_serve_backends);
     if (daemon_)
         MHD_stop_daemon(daemon_);
     return nr_test_summary();
