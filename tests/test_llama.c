@@ -468,6 +468,7 @@ enum rm_defect {
     RM_NAN,        /* a NaN in output_norm */
     RM_VOCAB_KEY,  /* llama.vocab_size disagrees with token_embd */
     RM_EMBD_TYPE,  /* embedding_length as a string */
+    RM_MOE,        /* llama.expert_count 8 (Mixtral-style) */
 };
 
 struct rm_spec {
@@ -642,6 +643,8 @@ static int rm_write(const struct rm_spec *sp, const char *path)
         (rc = nr_gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f)) ||
         (rc = nr_gguf_writer_add_u32(w, KEY("vocab_size"),
                                      sp->defect == RM_VOCAB_KEY ? sp->V + 1 : sp->V)))
+        goto done;
+    if (sp->defect == RM_MOE && (rc = nr_gguf_writer_add_u32(w, KEY("expert_count"), 8)))
         goto done;
     if (sp->rope == 2 &&
         ((rc = nr_gguf_writer_add_str(w, KEY("rope.scaling.type"), "llama3")) ||
@@ -898,6 +901,7 @@ static void test_bad_files(void)
         {RM_NAN, NR_EFORMAT, "output_norm"},
         {RM_VOCAB_KEY, NR_EFORMAT, "vocab_size"},
         {RM_EMBD_TYPE, NR_EFORMAT, "embedding_length"},
+        {RM_MOE, NR_EUNSUPPORTED, "expert_count"},
     };
     char path[512];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

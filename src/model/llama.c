@@ -409,6 +409,16 @@ static int load_arch(struct nr_llama *m)
         (rc = hp_u32(m, "attention.head_count_kv", m->n_head, 1, LL_MAX_HEAD, &m->n_kv)) ||
         (rc = hp_u32(m, "context_length", -1, 1, LL_MAX_CTX, &m->n_ctx_train)))
         return rc;
+    {
+        int n_expert;
+        if ((rc = hp_u32(m, "expert_count", 0, 0, 1 << 16, &n_expert)))
+            return rc;
+        if (n_expert > 0)
+            return nr_err_set(NR_EUNSUPPORTED,
+                              "llama: mixture-of-experts models (%s.expert_count = %d) are not "
+                              "supported",
+                              m->arch_name, n_expert);
+    }
     if (m->n_head % m->n_kv)
         return nr_err_set(NR_EFORMAT, "llama: head_count %d is not a multiple of head_count_kv %d",
                           m->n_head, m->n_kv);
