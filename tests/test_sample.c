@@ -424,13 +424,27 @@ static void test_large_vocab(void)
     NR_CHECK_INT(ng, nw);
     NR_CHECK(ng == nw && memcmp(got, want, (size_t)ng * sizeof *got) == 0);
     nr_sampler_free(s);
-    p = params(1.0f, 0, 0.9f, 0);
-    NR_CHECK_INT(nr_sampler_new(N, &p, &s), NR_OK);
-    ng = kept(s, l, N, got, NULL);
-    nw = reference(l, N, &p, want, wp);
-    NR_CHECK_INT(ng, nw);
-    NR_CHECK(ng == nw && memcmp(got, want, (size_t)ng * sizeof *got) == 0);
-    nr_sampler_free(s);
+    /* top-p alone (peaked: the 64-best shortcut; flat: the full incremental path),
+     * min-p alone (the logit bound), both together */
+    {
+        const struct nr_sample_params cases[] = {
+            params(1.0f, 0, 0.9f, 0), params(40.0f, 0, 0.9f, 0), params(0.8f, 0, 1, 0.05f),
+            params(3.0f, 0, 0.7f, 0.01f)};
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            p = cases[c];
+            if (c == 2) /* back to the flat vector: no peak */
+                random_logits(l, N, 12, 0);
+            else if (c == 0) /* peaked: 30 tokens far above the rest */
+                for (int i = 0; i < 30; i++)
+                    l[(i * 7919) % N] = 25.0f + (float)i * 0.1f;
+            NR_CHECK_INT(nr_sampler_new(N, &p, &s), NR_OK);
+            ng = kept(s, l, N, got, NULL);
+            nw = reference(l, N, &p, want, wp);
+            NR_CHECK_MSG(ng == nw && memcmp(got, want, (size_t)ng * sizeof *got) == 0,
+                         "case %zu: kept %d, reference %d", c, ng, nw);
+            nr_sampler_free(s);
+        }
+    }
     free(l);
     free(got);
     free(want);

@@ -22,7 +22,9 @@
  *      reaches p. Built incrementally: select and sort the next 64, 128, ...
  *      best until the mass is reached, so a peaked distribution costs O(n)
  *      and only a flat one approaches a full sort.
- *   7. min-p: drop p_i < min_p * p_max. Since w_max = 1, that is w_i < min_p.
+ *   7. min-p: drop p_i < min_p * p_max. Since w_max = 1, that is w_i < min_p,
+ *      i.e. l_i < l_max + T ln(min_p): with min-p as the only filter, only
+ *      logits near that bound enter the candidate set at all.
  *   8. renormalise and draw once with u in [0, 1) from xoshiro256**, seeded
  *      by splitmix64(seed).
  *
@@ -391,9 +393,47 @@ int nr_sampler_sample(struct nr_sampler *s, float *logits, int32_t *id)
     }
     inv_t = 1.0f / p->temperature;
 
+    if (p->top_k == 0 && p->top_p < 1.0f && n >= 16 * TOP_P_FIRST_CHUNK) {
+        /*
+         * top-p without top-k on a large vocabulary: the mass usually sits
+         * in a few tokens. Normalise over the logits, take the best 64 with
+         * the one-pass heap; if they reach the mass, that is the set.
+         * Otherwise fall through to the general incremental sort.
+         */
+        double target, cum = 0.0;
+        sum = 0.0;
+        for (int i = 0; i < n; i++)
+            sum += expf((logits[i] - lmax) * inv_t);
+        target = (double)p->top_p * sum;
+        heap_top_k(logits, n, TOP_P_FIRST_CHUNK, c);
+        qsort(c, TOP_P_FIRST_CHUNK, sizeof *c, cmp_cand);
+        for (int i = 0; i < TOP_P_FIRST_CHUNK; i++) {
+            cum += expf((c[i].v - lmax) * inv_t);
+            if (cum >= target) {
+                n = i + 1;
+                sorted = n;
+                goto top_p_done;
+            }
+        }
+    }
     if (p->top_k > 0 && p->top_k <= n / 16) {
         heap_top_k(logits, n, p->top_k, c);
         n = p->top_k;
+    } else if (p->top_k == 0 && p->top_p >= 1.0f && p->min_p > 0.0f) {
+        /*
+         * min-p alone: w >= min_p  <=>  l >= l_max + T ln(min_p). Only logits
+         * near that bound become candidates (the bound is loosened a little
+         * so rounding never drops one; the exact test on w follows below).
+         */
+        float bound = lmax + p->temperature * logf(p->min_p);
+        int m = 0;
+        bound -= 1e-3f * (1.0f + fabsf(bound));
+        for (int i = 0; i < n; i++)
+            if (logits[i] >= bound) {
+                c[m].v = logits[i];
+                c[m++].id = i;
+            }
+        n = m;
     } else {
         for (int i = 0; i < n; i++) {
             c[i].v = logits[i];
@@ -405,9 +445,11 @@ int nr_sampler_sample(struct nr_sampler *s, float *logits, int32_t *id)
         }
     }
 
+    /* The normalisation over every candidate is needed only by top-p. */
     sum = 0.0;
-    for (int i = 0; i < n; i++)
-        sum += expf((c[i].v - lmax) * inv_t);
+    if (p->top_p < 1.0f)
+        for (int i = 0; i < n; i++)
+            sum += expf((c[i].v - lmax) * inv_t);
 
     if (p->top_p < 1.0f) {
         /* Sort the best 64, then the next 128, ... until the mass reaches top_p. */
@@ -433,6 +475,7 @@ int nr_sampler_sample(struct nr_sampler *s, float *logits, int32_t *id)
         n = keep;
         sorted = n;
     }
+top_p_done:
 
     if (p->min_p > 0.0f) {
         /* w = p / p_max; the best token (w = 1) always stays. */
