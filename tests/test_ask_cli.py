@@ -103,7 +103,7 @@ with tempfile.TemporaryDirectory() as d:
     check("ask --json: cooking.txt is source 1",
           len(srcs) > 0 and srcs[0]["source"].endswith("cooking.txt") and srcs[0]["n"] == 1)
     check("ask --json: source fields",
-          all(s["doc_id"] > 0 and s["end"] > s["start"] and s["vector"]["score"] >= 0.3
+          all(s["doc_id"] > 0 and s["end"] > s["start"] and s["vector"]["score"] >= 0.2
               for s in srcs if s["vector"]["rank"] > 0))
     check("ask --json: greedy answer equals the streamed one",
           doc.get("answer", "").strip() == out.split("\n\nsources")[0].strip(), repr(doc.get("answer")))

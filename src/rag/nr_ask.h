@@ -76,7 +76,7 @@ struct nr_ask_req {
     const struct nr_chat_msg *history; /* earlier turns, oldest first ("user"/"assistant") */
     int n_history;
     int k;                        /* sources at most, 1..NR_ASK_MAX_K (default 5) */
-    float threshold;              /* min cosine of a source to the query (default 0.3) */
+    float threshold;              /* min cosine of a source to the query (default 0.2, see ask.c) */
     const char *collection;       /* NULL: all */
     struct nr_gen_params gen;     /* max_tokens: room kept for the answer (default 512);
                                      temperature default 0 (greedy) */
