@@ -335,6 +335,55 @@ out:
     nr_free(c);
 }
 
+/* Allocation failure at the 1st, 2nd, ... allocation of a query (RELIABILITY D11): a clean
+ * error every time and nothing leaked. The generator is one nobody listens for, so a run whose
+ * allocations all succeeded ends in NR_EIO at the generation step, after retrieval,
+ * duplicates, budget and prompt assembly. */
+static void test_alloc_failures(void)
+{
+    struct nr_llm_opts o;
+    struct nr_llm *l = NULL;
+    struct nr_ask_ctx ctx;
+    struct nr_ask_req req;
+    struct nr_ask_result res;
+    int n, rc = NR_ENOMEM, bad = 0;
+    size_t held;
+
+    if (!setup())
+        return;
+    nr_llm_opts_default(&o);
+    o.spec = "ollama:none@http://127.0.0.1:1";
+    if (nr_llm_open(&o, &l) != NR_OK)
+        return;
+    ctx.retriever = retr;
+    ctx.retriever_lock = NULL;
+    ctx.llm = l;
+    nr_ask_req_default(&req);
+    req.question = "How do I reset the admin password of my home router?";
+    req.collection = "docs";
+    held = nr_mem_held();
+    for (n = 1; n < 2000 && rc != NR_EIO; n++) {
+        nr_mem_fail_after(n);
+        rc = nr_ask_run(&ctx, &req, &res);
+        nr_mem_fail_after(0);
+        if (rc != NR_EIO && rc >= 0) {
+            bad++;
+            nr_ask_result_free(&res);
+        }
+        if (rc != NR_EIO && rc != NR_ENOMEM && rc < 0)
+            printf("  allocation %d: %s (%s)\n", n, nr_err_name(rc), nr_err_msg());
+        if (nr_mem_held() != held) {
+            nr_test_fail(__FILE__, __LINE__, "allocation %d failed: %zu bytes leaked", n,
+                         nr_mem_held() - held);
+            break;
+        }
+    }
+    NR_CHECK_INT(rc, NR_EIO);
+    NR_CHECK_INT(bad, 0);
+    printf("  %d allocation failure points, each a clean error\n", n - 1);
+    nr_llm_close(l);
+}
+
 /* ---------------------------------------------------------------- with the real generator */
 
 static void test_answer_with_sources(void)
@@ -479,6 +528,7 @@ int main(void)
     NR_RUN(test_similarity);
     NR_RUN(test_query);
     NR_RUN(test_no_answer);
+    NR_RUN(test_alloc_failures);
     NR_RUN(test_answer_with_sources);
     NR_RUN(test_budget);
     nr_retriever_close(retr);
