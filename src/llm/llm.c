@@ -271,7 +271,7 @@ void nr_llm_info(struct nr_llm *l, struct nr_llm_info *info)
 
 static int canceled(const struct nr_gen_params *p)
 {
-    return p->cancel && *p->cancel;
+    return p->cancel && __atomic_load_n(p->cancel, __ATOMIC_RELAXED); /* set by other threads */
 }
 
 /* A free slot's index, or NR_EBUSY / NR_ECANCELED. */

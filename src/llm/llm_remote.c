@@ -452,7 +452,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
     struct xfer *x = ud;
-    if (x->cancel && *x->cancel)
+    if (x->cancel && __atomic_load_n(x->cancel, __ATOMIC_RELAXED))
         return 1;
     /* curl's own low-speed check averages over seconds, so a server that sent a burst and then
      * went silent would be waited on far longer than timeout_s: track silence here instead */

@@ -75,7 +75,7 @@ static double now_s(void)
 
 static int cancelled(const struct nr_gen_params *p)
 {
-    return p->cancel && *p->cancel;
+    return p->cancel && __atomic_load_n(p->cancel, __ATOMIC_RELAXED); /* set by other threads */
 }
 
 /* ---------------------------------------------------------------- stop strings */

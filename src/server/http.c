@@ -502,7 +502,7 @@ static void stream_gone(struct nr_http_stream *s)
     pthread_mutex_lock(&s->mu);
     s->gone = 1;
     if (s->cancel)
-        *s->cancel = 1;
+        __atomic_store_n(s->cancel, 1, __ATOMIC_RELAXED); /* read by the generating thread */
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
@@ -543,6 +543,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
     struct nr_http_stream *s = cls;
     size_t n = 0;
     (void)pos;
+    if (peer_hung_up(s->fd)) { /* one poll per chunk: a closed client stops at once */
+        stream_gone(s);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
     pthread_mutex_lock(&s->mu);
     while (s->len == 0 && !s->ended && !s->gone) {
         struct timespec t;

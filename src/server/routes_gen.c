@@ -127,7 +127,7 @@ void srv_llm_close(struct nr_server *s)
     if (s->jobs_cv_init) {
         /* cancel what runs and wait for the producers: they use s->llm */
         pthread_mutex_lock(&s->stat_mu);
-        s->stopping = 1;
+        __atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED);
         while (s->producers > 0)
             pthread_cond_wait(&s->jobs_cv, &s->stat_mu);
         pthread_mutex_unlock(&s->stat_mu);
@@ -224,7 +224,8 @@ static int emit(struct job *j, const char *text, size_t len)
     char when[40];
     int rc = NR_OK;
 
-    if (s->stopping || j->cancel)
+    if (__atomic_load_n(&s->stopping, __ATOMIC_RELAXED) ||
+        __atomic_load_n(&j->cancel, __ATOMIC_RELAXED))
         return 1;
     if (!j->st) {
         nr_http_text_printf(&j->text, "%.*s", (int)len, text);
@@ -483,7 +484,7 @@ static void *producer(void *arg)
     if (streaming) {
         if (rc == NR_OK)
             stream_finish(j);
-        else if (rc != NR_ECANCELED && !j->cancel)
+        else if (rc != NR_ECANCELED && !__atomic_load_n(&j->cancel, __ATOMIC_RELAXED))
             stream_fail(j);
     }
     nr_http_stream_end(j->st);
@@ -539,7 +540,7 @@ static int start(struct job *j, struct nr_http_req *r)
         return nr_http_error_status(r, rc);
     }
     pthread_mutex_lock(&s->stat_mu);
-    if (s->stopping) {
+    if (__atomic_load_n(&s->stopping, __ATOMIC_RELAXED)) {
         pthread_mutex_unlock(&s->stat_mu);
         nr_http_stream_end(j->st);
         job_unref(j);

@@ -358,8 +358,8 @@ void nr_server_close(struct nr_server *s)
 {
     if (!s)
         return;
-    s->stopping = 1;       /* running generations stop at their next token */
-    nr_http_stop(s->http); /* then: no handler runs after this */
+    __atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED); /* generations stop at their next token */
+    nr_http_stop(s->http);                               /* then: no handler runs after this */
     srv_llm_close(s);
     nr_retriever_close(s->ret);
     nr_store_close(s->store_r);
