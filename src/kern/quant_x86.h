@@ -6,9 +6,9 @@
  * unsigned weight quants times signed act quants, exact int32 sums per block
  * or super-block, one conversion to fp32 per block.
  *
- * Vector width: 256-bit everywhere. Decode is memory-bound and on Zen 4 a
- * 512-bit integer op costs two 256-bit ones, so wider vectors would only
- * lengthen the tail handling; the 32-element blocks map onto one ymm.
+ * Vector width: 256-bit (quant_avx512.c adds a 512-bit Q6_K). On Zen 4 a
+ * 512-bit integer op costs two 256-bit ones; wider vectors only paid where
+ * unpacking dominated (Q6_K), and the 32-element blocks map onto one ymm.
  *
  * The integer steps, per 32 quants u (0..63, unsigned) and act bytes s
  * (-127..127, signed):
@@ -19,9 +19,10 @@
  *   QX_DOT_I16(acc, p, sc)  acc[i] += p[2i]*sc[2i] + p[2i+1]*sc[2i+1]
  *       (int16 pair sums times a sub-block scale) — vpmaddwd + vpaddd, or
  *       one vpdpwssd with VNNI.
- * Block offsets (q - 8, q - 16) are folded into the int32 accumulator's
- * start value: the block's correction c * sum(a) spread over the 8 lanes
- * is exactly sum(a) * (c / 8) per lane (c = 8 or 16).
+ * Block offsets (q - 8, q - 16) are exact integer corrections c * sum(a)
+ * (c = 8 or 16): applied to the totals of 4 blocks at once in the grouped
+ * path of qx_dot32, or folded into a block's int32 start value (sum(a) *
+ * c / 8 per lane) in the per-block path.
  *
  * Each kernel handles nx act rows (1..NR_QUANT_MR) per weight row: a block
  * is unpacked once and used nx times. The accumulation order of one row's
