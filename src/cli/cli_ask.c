@@ -178,6 +178,7 @@ int cli_ask(int argc, char **argv)
             printf(
                 "usage: nanorag ask [--data DIR] [--k N] [--collection NAME] [--threshold COS]\n"
                 "       [--llm FILE.gguf|ollama:NAME[@URL]|openai:MODEL[@URL]] [--api-key KEY]\n"
+                "       (openai: the key may come from $NANORAG_LLM_API_KEY or $OPENAI_API_KEY)\n"
                 "       [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P]\n"
                 "       [--repeat-penalty R] [--seed S] [--ctx N] [--threads N] [--model EMBED]\n"
                 "       [--json] \"question\"\n");
@@ -193,6 +194,14 @@ int cli_ask(int argc, char **argv)
         return 2;
     }
     req.question = argv[optind];
+    /* a key in the environment keeps it out of the process list */
+    if (!lo.api_key && lo.spec && !strncmp(lo.spec, "openai:", 7)) {
+        const char *env = getenv("NANORAG_LLM_API_KEY");
+        if (!env || !*env)
+            env = getenv("OPENAI_API_KEY");
+        if (env && *env)
+            lo.api_key = env;
+    }
     if (!model[0] && cli_default_embed_model(model, sizeof model))
         return cli_fail("ask");
     if (cli_open_store(data, sizeof data, &s))
