@@ -3,7 +3,7 @@
  * Llama-3.2-1B and Llama-3.2-3B for bench_gen (decode speed depends on the
  * shapes and weight types only, not on the values).
  *
- *     bench_make_model SHAPE MIX OUT.gguf
+ *     bench_make_model SHAPE MIX OUT.gguf [VOCAB.gguf]
  *        SHAPE: 1b  (n_embd 2048, 16 layers, 32 heads, 8 kv heads, ff 8192)
  *               3b  (n_embd 3072, 28 layers, 24 heads, 8 kv heads, ff 8192)
  *               both: head_dim 64 (3B: 128), vocab 128256, tied output
@@ -13,6 +13,11 @@
  *                       Q6_K layers by a slightly different rule); the byte
  *                       count per token is within a few percent of it.
  *               q8_0    every matrix Q8_0
+ *
+ * VOCAB.gguf (e.g. models/llama3-tokenizer/llama3-vocab.gguf): copy its
+ * tokenizer.* keys, so llama.cpp (which refuses a file without a vocabulary)
+ * can load the same file; the vocabulary size then follows the token count
+ * (128257 for that file: Llama 3.2's 128256 plus <|image|>).
  *
  * Speed over fidelity: blocks are random bytes with their fp16 scale fields
  * set to small finite values (so the numbers stay finite through the
@@ -83,6 +88,62 @@ static unsigned char *random_blocks(int type, size_t bytes)
     return p;
 }
 
+/* Copy every tokenizer.* key of vocab into w; *n_tokens gets the token count. */
+static int copy_tokenizer(struct nr_gguf_writer *w, const char *vocab, int *n_tokens)
+{
+    struct nr_gguf *g = NULL;
+    int rc = nr_gguf_open(vocab, &g);
+    for (int i = 0; !rc && i < nr_gguf_n_kv(g); i++) {
+        const char *k = nr_gguf_key(g, i);
+        int t = nr_gguf_kv_type(g, i), et;
+        uint64_t n;
+        if (strncmp(k, "tokenizer.", 10) != 0)
+            continue;
+        if (t == NR_GGUF_STRING) {
+            const char *v;
+            size_t len;
+            if (!(rc = nr_gguf_get_str(g, k, &v, &len)))
+                rc = nr_gguf_writer_add_strn(w, k, v, len);
+        } else if (t == NR_GGUF_BOOL) {
+            int v;
+            if (!(rc = nr_gguf_get_bool(g, k, &v)))
+                rc = nr_gguf_writer_add_bool(w, k, v);
+        } else if (t == NR_GGUF_ARRAY && !(rc = nr_gguf_get_arr(g, k, &et, &n))) {
+            if (strcmp(k, "tokenizer.ggml.tokens") == 0)
+                *n_tokens = (int)n;
+            if (et == NR_GGUF_STRING) {
+                char **strs = calloc(n ? n : 1, sizeof *strs);
+                for (uint64_t j = 0; !rc && strs && j < n; j++) {
+                    const char *v;
+                    size_t len;
+                    if (!(rc = nr_gguf_get_arr_str(g, k, j, &v, &len)) &&
+                        !(strs[j] = strndup(v, len)))
+                        rc = NR_ENOMEM;
+                }
+                if (!rc)
+                    rc = strs ? nr_gguf_writer_add_arr_str(w, k, (const char *const *)strs, n)
+                              : NR_ENOMEM;
+                for (uint64_t j = 0; strs && j < n; j++)
+                    free(strs[j]);
+                free(strs);
+            } else {
+                int32_t *v = malloc(sizeof(int32_t) * (n ? n : 1));
+                for (uint64_t j = 0; !rc && v && j < n; j++)
+                    rc = nr_gguf_get_arr_i32(g, k, j, &v[j]);
+                if (!rc)
+                    rc = v ? nr_gguf_writer_add_arr_i32(w, k, v, n) : NR_ENOMEM;
+                free(v);
+            }
+        } else if (!rc) {
+            uint32_t v;
+            if (!(rc = nr_gguf_get_u32(g, k, &v)))
+                rc = nr_gguf_writer_add_u32(w, k, v);
+        }
+    }
+    nr_gguf_close(g);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int E, L, H, KV, D, F = 8192, V = 128256, q4km, rc;
@@ -92,9 +153,9 @@ int main(int argc, char **argv)
     float *ones = NULL, *ff = NULL;
     char name[96];
 
-    if (argc != 4 || (strcmp(argv[1], "1b") && strcmp(argv[1], "3b")) ||
+    if ((argc != 4 && argc != 5) || (strcmp(argv[1], "1b") && strcmp(argv[1], "3b")) ||
         (strcmp(argv[2], "q4_k_m") && strcmp(argv[2], "q8_0"))) {
-        fprintf(stderr, "usage: bench_make_model 1b|3b q4_k_m|q8_0 OUT.gguf\n");
+        fprintf(stderr, "usage: bench_make_model 1b|3b q4_k_m|q8_0 OUT.gguf [VOCAB.gguf]\n");
         return 2;
     }
     if (strcmp(argv[1], "1b") == 0)
@@ -103,21 +164,6 @@ int main(int argc, char **argv)
         E = 3072, L = 28, H = 24, KV = 8, D = 128;
     q4km = strcmp(argv[2], "q4_k_m") == 0;
 
-    /* per-type shared buffers: sized for the largest tensor of each type */
-    {
-        int types[3] = {NR_GGML_Q8_0, NR_GGML_Q4_K, NR_GGML_Q6_K};
-        size_t big = nr_quant_row_bytes(NR_GGML_Q8_0, E) * (size_t)V; /* largest: the vocab */
-        for (int i = 0; i < 3; i++) {
-            int t = types[i];
-            cap[t] = nr_quant_row_bytes(t, E) * (size_t)V;
-            if (cap[t] < big / 4)
-                cap[t] = big / 4;
-            if (!(buf[t] = random_blocks(t, cap[t]))) {
-                fprintf(stderr, "out of memory\n");
-                return 1;
-            }
-        }
-    }
     ones = malloc(sizeof(float) * E);
     ff = malloc(sizeof(float) * D / 2);
     if (!ones || !ff)
@@ -129,6 +175,24 @@ int main(int argc, char **argv)
 
     if ((rc = nr_gguf_writer_new(&w, 0)))
         goto fail;
+    if (argc == 5 && (rc = copy_tokenizer(w, argv[4], &V)))
+        goto fail;
+    /* per-type shared buffers: sized for the largest tensor of each type */
+    {
+        int types[3] = {NR_GGML_Q8_0, NR_GGML_Q4_K, NR_GGML_Q6_K};
+        size_t big = nr_quant_row_bytes(NR_GGML_Q8_0, E) * (size_t)V; /* largest: the vocab */
+        for (int i = 0; i < 3; i++) {
+            int t = types[i];
+            cap[t] = nr_quant_row_bytes(t, E) * (size_t)V;
+            if (cap[t] < big / 4)
+                cap[t] = big / 4;
+            if (!(buf[t] = random_blocks(t, cap[t]))) {
+                fprintf(stderr, "out of memory\n");
+                goto fail;
+            }
+        }
+    }
+
     if ((rc = nr_gguf_writer_add_str(w, "general.architecture", "llama")) ||
         (rc = nr_gguf_writer_add_str(w, "general.name",
                                      q4km ? "random llama-3.2 q4_k_m" : "random llama-3.2 q8_0")) ||
