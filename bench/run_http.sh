@@ -4,6 +4,8 @@
 # (bench/st_http_server.py), same machine, same request, loopback.
 #   bench/run_http.sh [SECONDS]     needs: build/ (nanorag, bench_http), models/,
 #                                   python3 with sentence-transformers
+#   NR_SERVE_ARGS="--int8" bench/run_http.sh     extra `nanorag serve` options
+#   NR_ONLY=1 bench/run_http.sh                  nanorag only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -19,11 +21,17 @@ trap cleanup EXIT
 echo "== $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores," \
      "$(date -u +%F), commit $(git rev-parse --short HEAD), ${secs} s per level"
 
-build/nanorag serve --listen 127.0.0.1:0 --data "$tmp/data" --llm none >"$tmp/nr.out" 2>&1 &
+# shellcheck disable=SC2086
+build/nanorag serve --listen 127.0.0.1:0 --data "$tmp/data" --llm none ${NR_SERVE_ARGS:-} \
+    >"$tmp/nr.out" 2>&1 &
 pids+=($!)
-HF_HUB_OFFLINE=1 python3 bench/st_http_server.py models/all-MiniLM-L6-v2 --port 0 \
-    >"$tmp/st.out" 2>&1 &
-pids+=($!)
+if [ -z "${NR_ONLY:-}" ]; then
+    HF_HUB_OFFLINE=1 python3 bench/st_http_server.py models/all-MiniLM-L6-v2 --port 0 \
+        >"$tmp/st.out" 2>&1 &
+    pids+=($!)
+else
+    echo "st_http_server: listening on http://127.0.0.1:0" >"$tmp/st.out"
+fi
 for _ in $(seq 600); do
     grep -q listening "$tmp/nr.out" 2>/dev/null && grep -q listening "$tmp/st.out" 2>/dev/null &&
         break
@@ -33,7 +41,9 @@ nr_port=$(sed -n 's/.*listening on http:.*:\([0-9]*\)$/\1/p' "$tmp/nr.out")
 st_port=$(sed -n 's/.*listening on http:.*:\([0-9]*\)$/\1/p' "$tmp/st.out")
 [ -n "$nr_port" ] && [ -n "$st_port" ] || { cat "$tmp/nr.out" "$tmp/st.out"; exit 1; }
 
-echo "-- nanorag serve (/api/embed)"
+echo "-- nanorag serve ${NR_SERVE_ARGS:-} (/api/embed)"
 build/bench_http --port "$nr_port" --seconds "$secs" --concurrency 1,8,64
-echo "-- sentence-transformers + http.server (/api/embed)"
-build/bench_http --port "$st_port" --seconds "$secs" --concurrency 1,8,64
+if [ -z "${NR_ONLY:-}" ]; then
+    echo "-- sentence-transformers + http.server (/api/embed)"
+    build/bench_http --port "$st_port" --seconds "$secs" --concurrency 1,8,64
+fi
