@@ -772,7 +772,7 @@ static void test_remote_cancel_and_slots(void)
     }
     /* the cancel flag stops the running request well before the server's 3 s stall ends */
     usleep(200 * 1000);
-    a.cancel = 1;
+    __atomic_store_n(&a.cancel, 1, __ATOMIC_RELAXED);
     pthread_join(ta, NULL);
     NR_CHECK_INT(a.rc, NR_OK);
     NR_CHECK(a.reason && strcmp(a.reason, "cancel") == 0);
@@ -794,10 +794,10 @@ static void test_remote_cancel_and_slots(void)
     pthread_create(&tb, NULL, bg_chat, &b);
     NR_CHECK(wait_busy(l, 1, 1));
     NR_CHECK_INT(nr_llm_chat(l, &msg, 1, NULL, NULL, NULL, NULL), NR_EBUSY);
-    b.cancel = 1;
+    __atomic_store_n(&b.cancel, 1, __ATOMIC_RELAXED);
     pthread_join(tb, NULL);
     NR_CHECK_INT(b.rc, NR_ECANCELED);
-    a.cancel = 1;
+    __atomic_store_n(&a.cancel, 1, __ATOMIC_RELAXED);
     pthread_join(ta, NULL);
     NR_CHECK_INT(a.rc, NR_OK);
     nr_llm_info(l, &info);
@@ -880,7 +880,7 @@ static void test_local_slots(void)
         NR_CHECK_INT(rc, NR_EBUSY);
         NR_CHECK_MSG(now_s() - t0 < 0.05, "NR_EBUSY took %.3f s", now_s() - t0);
     }
-    a.cancel = 1;
+    __atomic_store_n(&a.cancel, 1, __ATOMIC_RELAXED);
     pthread_join(ta, NULL);
     NR_CHECK_INT(a.rc, NR_OK);
     nr_llm_info(l, &info);
