@@ -37,7 +37,8 @@ import http.client, json, sys, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1])
 c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
 c.request("POST", "/v1/ask", json.dumps({"question": "What does nanorag replace?",
-                                         "collection": "sample"}),
+                                         "collection": "sample",
+                                         "options": {"num_predict": 160}}),
           {"Content-Type": "application/json"})
 r = c.getresponse()
 if r.status != 200:
