@@ -50,6 +50,9 @@ run test_base
 run test_kern
 run test_index
 run test_quant
+# Tokenizers and sampling: byte handling (char is unsigned on aarch64), PCRE2's JIT there.
+run test_tok
+run test_sample
 # The NEON variants must have been tested, not just the scalar fallback.
 for t in test_kern test_index test_quant; do
     grep -q '^variants tested: .*neon' "$build/$t.log" || {
