@@ -6,7 +6,11 @@
 #include "nr_pool.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void test_err_messages(void)
 {
@@ -81,6 +85,49 @@ static void test_file_read_limits(void)
     NR_CHECK(strstr(nr_err_msg(), NR_SOURCE_DIR) == NULL); /* no paths in messages */
 }
 
+/* Default-model lookup: $VAR wins unchecked, then $NANORAG_MODELS/rel, then
+ * ./models/rel; a file is not taken for a directory nor the other way round. */
+static void test_find_model(void)
+{
+    char tmp[] = "/tmp/nr_test_models_XXXXXX", path[512], buf[512];
+    FILE *f;
+    NR_CHECK(mkdtemp(tmp) != NULL);
+    snprintf(path, sizeof path, "%s/dirmodel", tmp);
+    NR_CHECK(mkdir(path, 0700) == 0);
+    snprintf(path, sizeof path, "%s/filemodel.gguf", tmp);
+    f = fopen(path, "w");
+    NR_CHECK(f != NULL);
+    if (f)
+        fclose(f);
+
+    unsetenv("NR_TEST_MODEL_VAR");
+    setenv("NANORAG_MODELS", tmp, 1);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "dirmodel", 1, buf, sizeof buf), NR_OK);
+    snprintf(path, sizeof path, "%s/dirmodel", tmp);
+    NR_CHECK(strcmp(buf, path) == 0);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "filemodel.gguf", 0, buf, sizeof buf),
+                 NR_OK);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "dirmodel", 0, buf, sizeof buf),
+                 NR_ENOTFOUND);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "filemodel.gguf", 1, buf, sizeof buf),
+                 NR_ENOTFOUND);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "filemodel.gguf", 0, buf, 8),
+                 NR_ENOTFOUND); /* does not fit: not found, never truncated */
+
+    setenv("NR_TEST_MODEL_VAR", "/somewhere/else.gguf", 1);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "dirmodel", 1, buf, sizeof buf), NR_OK);
+    NR_CHECK(strcmp(buf, "/somewhere/else.gguf") == 0);
+    NR_CHECK_INT(nr_path_find_model("NR_TEST_MODEL_VAR", "dirmodel", 1, buf, 8), NR_ELIMIT);
+    unsetenv("NR_TEST_MODEL_VAR");
+    unsetenv("NANORAG_MODELS");
+
+    snprintf(path, sizeof path, "%s/dirmodel", tmp);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/filemodel.gguf", tmp);
+    unlink(path);
+    rmdir(tmp);
+}
+
 int main(void)
 {
     NR_RUN(test_err_messages);
@@ -88,5 +135,6 @@ int main(void)
     NR_RUN(test_mem_aligned_and_overflow);
     NR_RUN(test_pool_runs_every_task_once);
     NR_RUN(test_file_read_limits);
+    NR_RUN(test_find_model);
     return nr_test_summary();
 }

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -156,4 +157,43 @@ int nr_path_is_file(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int model_at(char *buf, size_t cap, const char *dir, const char *rel, int want_dir)
+{
+    int n = snprintf(buf, cap, "%s/%s", dir, rel);
+    if (n < 0 || (size_t)n >= cap)
+        return 0;
+    return want_dir ? nr_path_is_dir(buf) : nr_path_is_file(buf);
+}
+
+int nr_path_find_model(const char *env_var, const char *rel, int want_dir, char *buf, size_t cap)
+{
+    const char *env = getenv(env_var);
+    char exe[4096];
+    ssize_t n;
+
+    if (env && *env) {
+        if (snprintf(buf, cap, "%s", env) >= (int)cap)
+            return nr_err_set(NR_ELIMIT, "%s is longer than %zu bytes", env_var, cap - 1);
+        return NR_OK;
+    }
+    env = getenv("NANORAG_MODELS");
+    if (env && *env && model_at(buf, cap, env, rel, want_dir))
+        return NR_OK;
+    if (model_at(buf, cap, "models", rel, want_dir))
+        return NR_OK;
+    n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        char *slash;
+        exe[n] = '\0';
+        slash = strrchr(exe, '/');
+        /* "/../models" and its NUL replace the last component: 11 bytes */
+        if (slash && (size_t)(slash - exe) + 11 <= sizeof exe) {
+            memcpy(slash, "/../models", 11);
+            if (model_at(buf, cap, exe, rel, want_dir))
+                return NR_OK;
+        }
+    }
+    return NR_ENOTFOUND;
 }

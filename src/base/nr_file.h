@@ -35,4 +35,15 @@ int nr_path_join(char *buf, size_t cap, const char *dir, const char *name);
 int nr_path_is_dir(const char *path);
 int nr_path_is_file(const char *path);
 
+/*
+ * Find a default model: rel (a directory when want_dir, else a file) is
+ * looked for, first match wins, as
+ *   $env_var (taken as the path itself, unchecked: the user said so),
+ *   $NANORAG_MODELS/rel, ./models/rel, <this binary's dir>/../models/rel
+ * (the last makes build/nanorag work from anywhere in a checkout).
+ * NR_OK with the path in buf, NR_ELIMIT if $env_var does not fit, or
+ * NR_ENOTFOUND (no message set: the caller says how to get the model).
+ */
+int nr_path_find_model(const char *env_var, const char *rel, int want_dir, char *buf, size_t cap);
+
 #endif

@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include "nr_cli.h"
+#include "nr_llm.h"
 
 #include "nr_err.h"
 #include "nr_gen.h"
@@ -228,7 +229,7 @@ static int open_model(const char *cmd, struct gen_opts *o, struct nr_llama **m,
 {
     struct nr_llama_opts lo;
     char what[64];
-    if (!o->model[0] && cli_default_gen_model(o->model, sizeof o->model))
+    if (!o->model[0] && nr_llm_default_model(o->model, sizeof o->model))
         return cli_fail(cmd);
     nr_llama_opts_default(&lo);
     lo.threads = o->threads;

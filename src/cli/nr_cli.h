@@ -25,8 +25,6 @@ int cli_open_store(char *data, size_t cap, struct nr_store **s);
 
 /* The default embedding model directory (see cli_common.c); 0 or an NR error. */
 int cli_default_embed_model(char *buf, size_t cap);
-/* The default generation model file (see cli_common.c); 0 or an NR error. */
-int cli_default_gen_model(char *buf, size_t cap);
 /* Write s as a JSON string literal (quoted, escaped). */
 void cli_json_string(FILE *f, const char *s);
 /* Print "nanorag: <what>: <last error message>" to stderr; returns 1. */

@@ -69,38 +69,13 @@ void nr_llm_opts_default(struct nr_llm_opts *o)
 
 int nr_llm_default_model(char *buf, size_t cap)
 {
-    const char *env = getenv("NANORAG_GEN_MODEL");
-    char exe[4096], dir[4200];
-    ssize_t n;
-
-    if (env && *env) {
-        if (snprintf(buf, cap, "%s", env) >= (int)cap)
-            return nr_err_set(NR_ELIMIT, "llm: NANORAG_GEN_MODEL is too long");
-        return NR_OK;
-    }
-    env = getenv("NANORAG_MODELS");
-    if (env && *env &&
-        snprintf(buf, cap, "%s/%s/%s", env, DEFAULT_LLM_DIR, DEFAULT_LLM_FILE) < (int)cap &&
-        nr_path_is_file(buf))
-        return NR_OK;
-    if (snprintf(buf, cap, "models/%s/%s", DEFAULT_LLM_DIR, DEFAULT_LLM_FILE) < (int)cap &&
-        nr_path_is_file(buf))
-        return NR_OK;
-    n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        char *slash;
-        exe[n] = '\0';
-        slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(dir, sizeof dir, "%s/../models/%s/%s", exe, DEFAULT_LLM_DIR, DEFAULT_LLM_FILE);
-            if (snprintf(buf, cap, "%s", dir) < (int)cap && nr_path_is_file(buf))
-                return NR_OK;
-        }
-    }
-    return nr_err_set(NR_ENOTFOUND,
-                      "llm: no generator model found: run scripts/fetch_models.sh, or pass "
-                      "--llm FILE.gguf|ollama:NAME|openai:MODEL@URL, or set NANORAG_GEN_MODEL");
+    int rc =
+        nr_path_find_model("NANORAG_GEN_MODEL", DEFAULT_LLM_DIR "/" DEFAULT_LLM_FILE, 0, buf, cap);
+    if (rc == NR_ENOTFOUND)
+        return nr_err_set(NR_ENOTFOUND,
+                          "llm: no generator model found: run scripts/fetch_models.sh, or pass "
+                          "a GGUF path (--model / --llm), or set NANORAG_GEN_MODEL");
+    return rc;
 }
 
 static int check_url(const char *u, size_t len)
