@@ -3,7 +3,8 @@
 # (built from the llama-cpp-python sdist by bench/build_llamacpp.sh) on the
 # same GGUF files, the same threads, in one run: prefill of a 512-token prompt
 # and decode of 128 tokens. Models: the two default models and random-weight
-# Llama-3.2-1B/3B-shaped files (Q4_K_M mix and Q8_0) made by bench_make_model.
+# Llama-3.2-1B-shaped files (Q4_K_M mix and Q8_0) and a 3B-shaped Q4_K_M one
+# (NR_BENCH_3B_Q8=1 adds 3B Q8_0) made by bench_make_model.
 #
 #   bench/run_gen.sh [THREADS] [MODELS...]     (default 2; all models)
 #
@@ -22,12 +23,13 @@ models=("$@")
 if [ ${#models[@]} = 0 ]; then
     models=("$here/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
             "$here/models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf")
-    for shape in 1b 3b; do
-        for mix in q4_k_m q8_0; do
-            f=$tmp/llama32-$shape-$mix.gguf
-            [ -f "$f" ] || "$here/build/bench_make_model" "$shape" "$mix" "$f" >/dev/null
-            models+=("$f")
-        done
+    # The Llama 3 vocabulary goes into the random-weight files so that
+    # llama-bench loads them too (scripts/setup.sh --test makes it).
+    vocab=$here/models/llama3-tokenizer/llama3-vocab.gguf
+    for sm in 1b:q4_k_m 1b:q8_0 3b:q4_k_m ${NR_BENCH_3B_Q8:+3b:q8_0}; do
+        f=$tmp/llama32-${sm%%:*}-${sm##*:}.gguf
+        [ -f "$f" ] || "$here/build/bench_make_model" "${sm%%:*}" "${sm##*:}" "$f" "$vocab" >/dev/null
+        models+=("$f")
     done
 fi
 
