@@ -11,7 +11,9 @@
  * incremental partial sort); min-p 0.05 alone; no filter at all.
  * Prints the median in microseconds.
  */
+#include "nr_err.h"
 #include "nr_sample.h"
+#include "nr_str.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -71,9 +73,11 @@ static void bench(const char *name, int n_vocab, struct nr_sample_params p, int 
 int main(int argc, char **argv)
 {
     const int vocabs[] = {49152, 262144};
-    int iters = argc > 1 ? atoi(argv[1]) : 200;
-    if (iters < 10 || iters > 100000)
-        iters = 200;
+    int iters = 200;
+    if (argc > 1 && nr_parse_int(argv[1], 10, 100000, "iterations", &iters)) {
+        fprintf(stderr, "bench_sample: %s\n", nr_err_msg());
+        return 2;
+    }
     for (size_t v = 0; v < 2; v++) {
         int n = vocabs[v];
         float *base = malloc((size_t)n * sizeof *base), *work = malloc((size_t)n * sizeof *work);

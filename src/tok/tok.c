@@ -39,6 +39,7 @@
  * Everything is immutable after nr_tok_open_gguf; encode allocates its
  * scratch per call, so calls run in parallel.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -433,14 +434,14 @@ int nr_tok_open_gguf(const struct nr_gguf *g, struct nr_tok **out)
     t = nr_calloc(1, sizeof *t);
     if (!t)
         return nr_err_set(NR_ENOMEM, "tok: out of memory");
-    strcpy(t->pre, "default");
+    snprintf(t->pre, sizeof t->pre, "default");
     rc = nr_gguf_get_cstr(g, "tokenizer.ggml.pre", t->pre, sizeof t->pre);
     if (rc != NR_OK && rc != NR_ENOTFOUND) {
         nr_err_wrap(rc, "tok: tokenizer.ggml.pre");
         goto fail;
     }
     if (rc == NR_ENOTFOUND)
-        strcpy(t->pre, "default");
+        snprintf(t->pre, sizeof t->pre, "default");
     if (strcmp(model, "gpt2") == 0) {
         t->kind = NR_TOK_BPE;
     } else if (strcmp(model, "llama") == 0) {
