@@ -32,35 +32,7 @@
 #include <string.h>
 #include <time.h>
 
-static const char *words[] = {"data",   "model",  "search", "query",  "memory",   "index",
-                              "vector", "store",  "answer", "source", "document", "batch",
-                              "thread", "kernel", "cache",  "engine", "network",  "server"};
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* words[(i*7 + j) % n] for j < ntok: each word is one WordPiece token. */
-static char *make_text(int i, int ntok)
-{
-    size_t cap = (size_t)ntok * 10 + 1, len = 0;
-    char *s = malloc(cap);
-    int nw = (int)(sizeof words / sizeof words[0]);
-    for (int j = 0; j < ntok && s; j++) {
-        int n = snprintf(s + len, cap - len, "%s%s", j ? " " : "", words[(i * 7 + j) % nw]);
-        len += (size_t)n;
-    }
-    return s;
-}
+#include "bench_text.h"
 
 /* Flops of one sequence of L tokens: the GEMMs (QKV, output, FFN up and
  * down) and attention's two products, 2 per multiply-add. */
