@@ -12,35 +12,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 
-NR = sys.argv[1]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nr_check import NR, ROOT, check, finish, run, skip
+
 LLM = os.path.join(ROOT, "models", "smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
-passed = failed = skipped = 0
-
-
-def run(args, timeout=300):
-    return subprocess.run([NR] + args, capture_output=True, timeout=timeout)
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
-
-
-def skip(name, why):
-    global skipped
-    skipped += 1
-    print("skip " + name + ": " + why)
 
 
 DOCS = {
@@ -165,5 +143,4 @@ with tempfile.TemporaryDirectory() as d:
             except subprocess.TimeoutExpired:
                 srv.kill()
 
-print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-sys.exit(1 if failed else 0)
+finish()

@@ -6,36 +6,13 @@
 Compares vectors with tests/fixtures/embed_ref.json (sentence-transformers).
 """
 import json
-import math
 import os
 import struct
-import subprocess
-import sys
 import tempfile
 
-NR = sys.argv[1]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nr_check import ROOT, check, cos, finish, run
+
 REF = json.load(open(os.path.join(ROOT, "tests", "fixtures", "embed_ref.json"), encoding="utf-8"))
-passed = failed = 0
-
-
-def run(args, stdin=None):
-    return subprocess.run([NR] + args, input=stdin, capture_output=True, timeout=300)
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
-
-
-def cos(a, b):
-    return sum(x * y for x, y in zip(a, b)) / (
-        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) + 1e-30)
 
 
 def ref_vec(text):
@@ -110,5 +87,4 @@ check("status: embedder device/precision/memory",
 r = run(["status"])
 check("status text", r.returncode == 0 and b"embedder" in r.stdout)
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+finish()

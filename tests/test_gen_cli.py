@@ -14,27 +14,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 
-NR = sys.argv[1]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-passed = failed = 0
+from nr_check import NR, ROOT, check, finish, run
 
-
-def run(args, stdin=None, timeout=300):
-    return subprocess.run([NR] + args, input=stdin, capture_output=True, timeout=timeout,
-                          cwd=ROOT)
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
+# run from the source tree, as a user does: the CLI looks for models/ in the
+# working directory first (all runs, Popen included, inherit it)
+os.chdir(ROOT)
 
 
 def stats(stderr):
@@ -155,5 +141,4 @@ check("chat: SIGINT cancels the reply, the next turn is answered",
       proc.returncode == 0 and first and len(s) == 2 and s[0][3] == "cancel" and s[0][2] < 200
       and s[1][2] > 0, "%d %r" % (proc.returncode, s))
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+finish()

@@ -25,24 +25,17 @@ import sys
 import tempfile
 import time
 
-NR = os.path.abspath(sys.argv[1])
+import nr_check
+from nr_check import NR, check
+
+nr_check.print_ok = False  # thousands of checks: print only the failures
+
 KILLS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 N_FILES = 120
 SEED = int(os.environ.get("NR_KILL_SEED", time.time()))
 rng = random.Random(SEED)
 WORDS = ("lighthouse harbour ledger copper violet engine meadow river quartz lantern "
          "signal orchard granite beacon willow canal ember falcon cedar prism").split()
-
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + detail if detail else ""))
 
 
 def write_doc(path, version):
@@ -112,15 +105,14 @@ def main():
             if ver == version.get(src) and chunks >= 0:
                 check("acknowledged %s complete" % src, present[src] == chunks,
                       "%d chunks stored, %d acknowledged" % (present[src], chunks))
-        if failed:
+        if nr_check.failed:
             break
     check("reopen under 5 s", worst_reopen < 5.0, "%.2f s" % worst_reopen)
     print("%d kills, %d documents acknowledged, worst reopen+check %.2f s, %.0f s in all"
           % (kills, len(acked), worst_reopen, time.time() - t_start))
     shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    nr_check.finish()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -28,7 +28,9 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import nr_check
+from nr_check import NR, ROOT, check, cos, finish, skip
+
 VENV_PY = os.path.join(ROOT, ".venv", "bin", "python")
 
 try:
@@ -39,30 +41,13 @@ except ImportError:
     if os.path.exists(VENV_PY) and not os.environ.get("NR_TEST_REEXEC"):
         os.environ["NR_TEST_REEXEC"] = "1"
         os.execv(VENV_PY, [VENV_PY] + sys.argv)
-    print("FAIL the ollama and openai clients are missing: run scripts/setup.sh --test")
-    sys.exit(1)
+    check("the ollama and openai clients are installed (scripts/setup.sh --test)", False)
+    finish()
 
-NR = os.path.abspath(sys.argv[1])
 REF = json.load(open(os.path.join(ROOT, "tests", "fixtures", "embed_ref.json"), encoding="utf-8"))
 LLM = os.environ.get("NR_TEST_LLM", os.path.join(ROOT, "models", "smollm2-135m-instruct",
                                                   "SmolLM2-135M-Instruct.Q4_1.gguf"))
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL " + name + (": " + str(detail)[:500] if detail else ""))
-    sys.stdout.flush()
-
-
-def cos(a, b):
-    return sum(x * y for x, y in zip(a, b)) / (
-        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)) + 1e-30)
+nr_check.detail_max = 500  # a failure shows the start of a response, not all of it
 
 
 class Server:
@@ -748,9 +733,8 @@ if j.get("generator"):
     except Exception as ex:  # a client exception is a failure, not a crash of the suite
         check("generation tests ran to the end", False, repr(ex))
 else:
-    print("skip generation tests: the server has no generator (no local model in this build)")
+    skip("generation tests", "the server has no generator (no local model in this build)")
 rc = gsrv.stop()
 check("generating server stops cleanly", rc == 0, rc)
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+finish()
