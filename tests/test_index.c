@@ -423,6 +423,56 @@ out:
 }
 
 /* Random adds, replacements and removals, checked against a model after each round. */
+/* nr_index_foreach_rows: every live row once, with its ids and vector bit for bit. */
+struct walk {
+    struct ent *e;
+    int n, dim, rows, calls, bad;
+    char *seen;
+};
+
+static int walk_rows(void *ctx, const int64_t *chunk, const int64_t *doc, const int32_t *coll,
+                     const float *rows, size_t stride, int n)
+{
+    struct walk *w = ctx;
+    w->calls++;
+    w->bad += n < 1 || n > 1024 || stride < (size_t)w->dim;
+    for (int i = 0; i < n; i++) {
+        int64_t idx = chunk[i] - 1000;
+        if (idx < 0 || idx >= w->n || !w->e[idx].live || w->seen[idx] || w->e[idx].doc != doc[i] ||
+            w->e[idx].coll != coll[i] ||
+            memcmp(w->e[idx].v, rows + (size_t)i * stride, (size_t)w->dim * sizeof(float))) {
+            w->bad++;
+            continue;
+        }
+        w->seen[idx] = 1;
+        w->rows++;
+    }
+    return 0;
+}
+
+static int stop_walk(void *ctx, const int64_t *chunk, const int64_t *doc, const int32_t *coll,
+                     const float *rows, size_t stride, int n)
+{
+    (void)chunk, (void)doc, (void)coll, (void)rows, (void)stride, (void)n;
+    return ++*(int *)ctx == 2 ? 77 : 0;
+}
+
+static void check_walk(struct nr_index *ix, struct ent *e, int n, int dim, int live)
+{
+    struct walk w = {e, n, dim, 0, 0, 0, calloc((size_t)n, 1)};
+    int stops = 0;
+    if (!w.seen)
+        return;
+    NR_CHECK_INT(nr_index_foreach_rows(ix, walk_rows, &w), NR_OK);
+    NR_CHECK_INT(w.bad, 0);
+    NR_CHECK_INT(w.rows, live);
+    NR_CHECK_INT(w.calls, (live + 1023) / 1024);
+    if (live > 1024)
+        NR_CHECK_INT(nr_index_foreach_rows(ix, stop_walk, &stops), 77);
+    NR_CHECK_INT(nr_index_foreach_rows(ix, NULL, NULL), NR_EINVAL);
+    free(w.seen);
+}
+
 static void test_add_replace_remove(void)
 {
     enum { DIM = 40, N = 3000 };
@@ -459,6 +509,7 @@ static void test_add_replace_remove(void)
         }
         NR_CHECK_INT(nr_index_count(ix), live);
         check_against_brute(ix, e, N, DIM, 20, NR_INDEX_EXACT, NULL, 5);
+        check_walk(ix, e, N, DIM, live);
         /* every live row exactly once, no removed row ever */
         {
             float q[DIM];

@@ -492,6 +492,7 @@ static void test_put_get_roundtrip(void)
     nr_free(text);
 
     /* A second document in another collection, with no title or metadata. */
+    int64_t id_b = 0;
     {
         struct tdoc t2;
         int64_t id3;
@@ -501,6 +502,7 @@ static void test_put_get_roundtrip(void)
         NR_CHECK_INT(tdoc_put(s, &t2, "minilm", &id3, &st), NR_OK);
         NR_CHECK_INT(st, NR_STORE_ADDED);
         NR_CHECK(id3 > id);
+        id_b = id3;
     }
     NR_CHECK_INT(nr_store_doc_list(s, NULL, 0, 100, &list, &n), NR_OK);
     NR_CHECK_INT(n, 2);
@@ -544,6 +546,24 @@ static void test_put_get_roundtrip(void)
     memset(&seen, 0, sizeof seen);
     NR_CHECK_INT(nr_store_foreach_vector(s, "no-such-model", collect_vec, &seen), NR_OK);
     NR_CHECK_INT(seen.n, 0);
+    /* One document's vectors only: the first document's three, in order; the
+     * second's one; none for a missing document or another model. */
+    memset(&seen, 0, sizeof seen);
+    NR_CHECK_INT(nr_store_foreach_doc_vector(s, "minilm", id, collect_vec, &seen), NR_OK);
+    NR_CHECK_INT(seen.n, 3);
+    for (int i = 0; i < 3 && d && d->chunk_ids && seen.n == 3; i++) {
+        NR_CHECK_INT(seen.ids[i], d->chunk_ids[i]);
+        NR_CHECK_INT(seen.docs[i], id);
+        NR_CHECK(memcmp(seen.v[i], t.v + i * DIM, sizeof seen.v[i]) == 0);
+    }
+    memset(&seen, 0, sizeof seen);
+    NR_CHECK_INT(nr_store_foreach_doc_vector(s, "minilm", id_b, collect_vec, &seen), NR_OK);
+    NR_CHECK(seen.n == 1 && seen.docs[0] == id_b);
+    memset(&seen, 0, sizeof seen);
+    NR_CHECK_INT(nr_store_foreach_doc_vector(s, "minilm", 999999, collect_vec, &seen), NR_OK);
+    NR_CHECK_INT(nr_store_foreach_doc_vector(s, "other-model", id, collect_vec, &seen), NR_OK);
+    NR_CHECK_INT(seen.n, 0);
+    NR_CHECK_INT(nr_store_foreach_doc_vector(s, "minilm", 0, collect_vec, &seen), NR_EINVAL);
 
     NR_CHECK_INT(nr_store_doc_get(s, 999999, &list), NR_ENOTFOUND);
     {

@@ -540,6 +540,23 @@ size_t nr_index_bytes(const struct nr_index *ix)
     return n;
 }
 
+int nr_index_foreach_rows(const struct nr_index *ix, nr_index_rows_fn cb, void *ctx)
+{
+    struct nr_index *m = (struct nr_index *)ix;
+    int rc = NR_OK;
+    if (!cb)
+        return nr_err_set(NR_EINVAL, "index: rows: no callback");
+    pthread_rwlock_rdlock(&m->lock);
+    for (int64_t b = 0; rc == NR_OK && b * BLOCK_ROWS < ix->count; b++) {
+        const struct block *k = &ix->blocks[b];
+        int64_t left = ix->count - b * BLOCK_ROWS;
+        rc = cb(ctx, k->chunk, k->doc, k->coll, k->f32, (size_t)ix->dimp,
+                left < BLOCK_ROWS ? (int)left : BLOCK_ROWS);
+    }
+    pthread_rwlock_unlock(&m->lock);
+    return rc;
+}
+
 int nr_index_set_rescore(struct nr_index *ix, int r)
 {
     if (r < 1 || r > NR_INDEX_MAX_RESCORE)

@@ -84,6 +84,17 @@ int nr_index_dim(const struct nr_index *ix);
 /* Bytes held: rows, codes, ids, id map and the index itself. */
 size_t nr_index_bytes(const struct nr_index *ix);
 
+/*
+ * Walk every row in row order, a block (up to 1024 rows) per call: cb gets
+ * n rows, row i at rows[i*stride .. i*stride + dim) (stride >= dim floats),
+ * with its chunk, document and collection ids. Runs under the read lock: cb
+ * must not change the index. A non-zero return from cb stops the walk and is
+ * returned. (To mirror the index elsewhere, e.g. on a GPU.)
+ */
+typedef int (*nr_index_rows_fn)(void *ctx, const int64_t *chunk_ids, const int64_t *doc_ids,
+                                const int32_t *coll_ids, const float *rows, size_t stride, int n);
+int nr_index_foreach_rows(const struct nr_index *ix, nr_index_rows_fn cb, void *ctx);
+
 /* Re-score factor R of NR_INDEX_INT8 (1..NR_INDEX_MAX_RESCORE, else
  * NR_EINVAL). The default was chosen by measuring recall@10 against exact
  * (clustered data: 20k rows around real MiniLM vectors in test_index, 100k

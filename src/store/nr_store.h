@@ -245,6 +245,10 @@ typedef int (*nr_store_vector_fn)(void *ctx, int64_t chunk_id, int64_t doc_id,
                                   int64_t collection_id, const float *v, int dim);
 int nr_store_foreach_vector(struct nr_store *s, const char *model_id, nr_store_vector_fn cb,
                             void *ctx);
+/* The same for one document's vectors only (to refresh the index after a
+ * put: O(the document's chunks), not O(the store)). None is not an error. */
+int nr_store_foreach_doc_vector(struct nr_store *s, const char *model_id, int64_t doc_id,
+                                nr_store_vector_fn cb, void *ctx);
 
 /*
  * Full consistency check (reads everything; for tests, `status`-style

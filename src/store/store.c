@@ -218,6 +218,7 @@ enum {
     ST_COLL_LIST,
     ST_BM25,
     ST_VEC_EACH,
+    ST_VEC_DOC,
     ST_COUNT
 };
 
@@ -275,6 +276,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                     " FROM vectors v JOIN chunks c ON c.id = v.chunk_id"
                     " JOIN documents d ON d.id = c.document_id"
                     " WHERE v.model_id = ?1 ORDER BY v.chunk_id",
+    /* chunks' (document_id, ordinal) index finds the document's rows */
+    [ST_VEC_DOC] = "SELECT v.chunk_id, c.document_id, d.collection_id, v.dim, v.blob"
+                   " FROM chunks c JOIN vectors v ON v.chunk_id = c.id"
+                   " JOIN documents d ON d.id = c.document_id"
+                   " WHERE c.document_id = ?2 AND v.model_id = ?1 ORDER BY v.chunk_id",
 };
 
 struct nr_store {
@@ -1921,6 +1927,7 @@ int nr_store_bm25(struct nr_store *s, const char *query, int k, const struct nr_
 
 struct each_ctx {
     const char *model;
+    int64_t doc_id; /* 0: every document */
     nr_store_vector_fn cb;
     void *ctx;
     int cb_rc; /* out: non-zero if the callback stopped the walk */
@@ -1933,9 +1940,12 @@ static int each_body(struct nr_store *s, void *arg)
     int rc, src;
 
     e->cb_rc = 0;
-    if ((rc = stmt(s, ST_VEC_EACH, &st)))
+    if ((rc = stmt(s, e->doc_id ? ST_VEC_DOC : ST_VEC_EACH, &st)))
         return rc;
-    if ((src = sqlite3_bind_text(st, 1, e->model, -1, SQLITE_STATIC)) != SQLITE_OK) {
+    src = sqlite3_bind_text(st, 1, e->model, -1, SQLITE_STATIC);
+    if (src == SQLITE_OK && e->doc_id)
+        src = sqlite3_bind_int64(st, 2, e->doc_id);
+    if (src != SQLITE_OK) {
         stmt_done(st);
         return db_fail(s, src, "vectors");
     }
@@ -1978,10 +1988,10 @@ static int each_body(struct nr_store *s, void *arg)
     return NR_OK;
 }
 
-int nr_store_foreach_vector(struct nr_store *s, const char *model_id, nr_store_vector_fn cb,
-                            void *ctx)
+static int foreach_vector(struct nr_store *s, const char *model_id, int64_t doc_id,
+                          nr_store_vector_fn cb, void *ctx)
 {
-    struct each_ctx e = {model_id, cb, ctx, 0};
+    struct each_ctx e = {model_id, doc_id, cb, ctx, 0};
     int rc;
 
     if (!cb)
@@ -1991,6 +2001,21 @@ int nr_store_foreach_vector(struct nr_store *s, const char *model_id, nr_store_v
     if ((rc = run_txn(s, 0, "vectors", each_body, &e)))
         return rc;
     return e.cb_rc;
+}
+
+int nr_store_foreach_vector(struct nr_store *s, const char *model_id, nr_store_vector_fn cb,
+                            void *ctx)
+{
+    return foreach_vector(s, model_id, 0, cb, ctx);
+}
+
+int nr_store_foreach_doc_vector(struct nr_store *s, const char *model_id, int64_t doc_id,
+                                nr_store_vector_fn cb, void *ctx)
+{
+    if (doc_id < 1)
+        return nr_err_set(NR_EINVAL, "store: vectors: document id %lld is not positive",
+                          (long long)doc_id);
+    return foreach_vector(s, model_id, doc_id, cb, ctx);
 }
 
 /* ---------------------------------------------------------------- check */
