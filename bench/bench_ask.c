@@ -118,7 +118,7 @@ int main(int argc, char **argv)
     lo.threads = threads;
     if ((rc = find_embedder(emb_path, sizeof emb_path)) || (rc = nr_store_open(db, &s)) ||
         (rc = nr_embedder_open(emb_path, &eo, &e)) || !(pool = nr_pool_new(threads)) ||
-        (rc = nr_retriever_open(s, e, pool, 0, &r)) || (rc = nr_llm_open(&lo, &l))) {
+        (rc = nr_retriever_open(s, e, pool, NULL, &r)) || (rc = nr_llm_open(&lo, &l))) {
         fprintf(stderr, "bench_ask: %s\n", nr_err_msg());
         goto out;
     }

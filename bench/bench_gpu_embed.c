@@ -230,7 +230,7 @@ static void index_search(int64_t n)
     int nh[64];
     double lat[50], t0;
     uint64_t x = 88172645463325252ull;
-    if (!v || !q || !ids || !hits || nr_gpu_index_new(dim, n, 0, &gx)) {
+    if (!v || !q || !ids || !hits || nr_gpu_index_new(dim, n, 0, 0, &gx)) {
         fprintf(stderr, "bench_gpu_embed: index: %s\n", nr_err_msg());
         goto out;
     }
@@ -242,16 +242,16 @@ static void index_search(int64_t n)
         }
         for (int i = 0; i < m; i++)
             ids[i] = r0 + i;
-        if (nr_gpu_index_add(gx, ids, ids, v, m))
+        if (nr_gpu_index_add(gx, ids, ids, NULL, v, m))
             goto out;
     }
     memcpy(q, v, (size_t)nq * dim * sizeof *q);
     for (int rep = 0; rep < 2; rep++) {
         int b = rep ? nq : 1, runs = 50;
-        nr_gpu_index_search(gx, q, b, k, hits, nh);
+        nr_gpu_index_search(gx, q, b, k, NULL, hits, nh);
         for (int i = 0; i < runs; i++) {
             t0 = now_ms();
-            nr_gpu_index_search(gx, q, b, k, hits, nh);
+            nr_gpu_index_search(gx, q, b, k, NULL, hits, nh);
             lat[i] = now_ms() - t0;
         }
         qsort(lat, (size_t)runs, sizeof lat[0], cmp);

@@ -112,7 +112,7 @@ static int setup(void)
     if (!ingest_dir("docs", "docs") || !ingest_dir("long", "long"))
         return 0;
     pool = nr_pool_new(2);
-    if (!pool || nr_retriever_open(store, emb, pool, 0, &retr) != NR_OK) {
+    if (!pool || nr_retriever_open(store, emb, pool, NULL, &retr) != NR_OK) {
         nr_test_fail(__FILE__, __LINE__, "retriever: %s", nr_err_msg());
         return 0;
     }

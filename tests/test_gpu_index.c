@@ -1,6 +1,8 @@
 /*
  * The GPU vector index (nr_gpu_index) against the CPU index (nr_index,
- * NR_INDEX_EXACT, no filter): same hits in the same order, scores within
+ * NR_INDEX_EXACT, with no filter, a collection, a minimum score, after chunk
+ * and document removals, and grown from a small first capacity in several
+ * adds): same hits in the same order, scores within
  * 1e-5 (fp32 sums in another order). Ranks may differ only between hits
  * whose CPU scores are within 2e-6 of each other (a near tie that summation
  * order can flip); exact ties (identical rows) must come in chunk-id order on
@@ -71,6 +73,7 @@ static void test_gpu_index_equals_cpu_index(void)
     struct nr_gpu_index *gx = NULL;
     float *rows = NULL, *q = NULL;
     int64_t *cid = NULL, *did = NULL;
+    int32_t *coll = NULL;
     struct nr_index_hit *hc = NULL, *hg = NULL, one[NR_GPU_INDEX_MAX_K];
     int nc, ng[NQ], n1;
     if (nr_gpu_count(&why) < 1) {
@@ -81,14 +84,16 @@ static void test_gpu_index_equals_cpu_index(void)
     q = malloc((size_t)NQ * DIM * sizeof *q);
     cid = malloc(ROWS * sizeof *cid);
     did = malloc(ROWS * sizeof *did);
+    coll = malloc(ROWS * sizeof *coll);
     hc = calloc(NQ * NR_GPU_INDEX_MAX_K, sizeof *hc);
     hg = calloc(NQ * NR_GPU_INDEX_MAX_K, sizeof *hg);
-    if (!rows || !q || !cid || !did || !hc || !hg)
+    if (!rows || !q || !cid || !did || !coll || !hc || !hg)
         goto out;
     for (int i = 0; i < ROWS; i++) {
         random_unit(rows + (size_t)i * DIM);
         cid[i] = 1000 + (int64_t)(i * 7919L % ROWS); /* ids not in row order */
         did[i] = cid[i] / 3;
+        coll[i] = (int32_t)(did[i] % 3);
     }
     /* 8 identical rows (an exact tie for any query), ids out of order */
     for (int i = 0; i < 8; i++)
@@ -100,63 +105,102 @@ static void test_gpu_index_equals_cpu_index(void)
             v[j] = 0.3f * v[j] + rows[(size_t)(i * 311 % ROWS) * DIM + j];
     }
     memcpy(q, rows + (size_t)100 * DIM, DIM * sizeof(float)); /* query 0 hits the tie */
-    if (nr_index_new(DIM, 0, &ix) || nr_gpu_index_new(DIM, ROWS + 16, 0, &gx)) {
+    /* a first capacity of 1000 (the adds below grow it 5 times), 16 queries
+     * per GEMM (the batch of 64 goes in 4 groups) */
+    if (nr_index_new(DIM, 0, &ix) || nr_gpu_index_new(DIM, 1000, 16, 0, &gx)) {
         nr_test_fail(__FILE__, __LINE__, "new: %s", nr_err_msg());
         goto out;
     }
     for (int i = 0; i < ROWS; i++)
-        if (nr_index_add(ix, cid[i], did[i], 0, rows + (size_t)i * DIM, DIM))
+        if (nr_index_add(ix, cid[i], did[i], coll[i], rows + (size_t)i * DIM, DIM))
             break;
-    NR_CHECK_INT(nr_gpu_index_add(gx, cid, did, rows, ROWS), NR_OK);
+    for (int i = 0; i < ROWS; i += 4999) {
+        int n = ROWS - i < 4999 ? ROWS - i : 4999;
+        NR_CHECK_INT(nr_gpu_index_add(gx, cid + i, did + i, coll + i, rows + (size_t)i * DIM, n),
+                     NR_OK);
+    }
     NR_CHECK_INT(nr_gpu_index_count(gx), ROWS);
     printf("  %d rows, %.1f MiB on the GPU\n", ROWS, nr_gpu_index_bytes(gx) / 1048576.0);
 
     for (int round = 0; round < 2; round++) {
-        NR_CHECK_INT(nr_gpu_index_search(gx, q, NQ, K, hg, ng), NR_OK);
+        /* filters: collection 1; a minimum score only near rows pass (query
+         * 0: the 8-way tie); both; a collection no row has */
+        struct nr_index_filter fs[4] = {{.collection_id = 1, .min_score = -INFINITY},
+                                        {.collection_id = -1, .min_score = 0.5f},
+                                        {.collection_id = 2, .min_score = 0.05f},
+                                        {.collection_id = 7, .min_score = -INFINITY}};
+        NR_CHECK_INT(nr_gpu_index_search(gx, q, NQ, K, NULL, hg, ng), NR_OK);
         for (int i = 0; i < NQ; i++) {
             NR_CHECK_INT(nr_index_search(ix, NULL, q + (size_t)i * DIM, DIM, K, NR_INDEX_EXACT,
                                          NULL, hc, &nc),
                          NR_OK);
             same_hits(hc, nc, hg + (size_t)i * K, ng[i], round ? "after removals" : "batch", i);
             /* one query at a time = the batch */
-            NR_CHECK_INT(nr_gpu_index_search(gx, q + (size_t)i * DIM, 1, K, one, &n1), NR_OK);
+            NR_CHECK_INT(nr_gpu_index_search(gx, q + (size_t)i * DIM, 1, K, NULL, one, &n1), NR_OK);
             same_hits(hc, nc, one, n1, "single", i);
+            for (int fi = 0; fi < 4; fi++) {
+                NR_CHECK_INT(nr_index_search(ix, NULL, q + (size_t)i * DIM, DIM, K, NR_INDEX_EXACT,
+                                             &fs[fi], hc, &nc),
+                             NR_OK);
+                NR_CHECK_INT(nr_gpu_index_search(gx, q + (size_t)i * DIM, 1, K, &fs[fi], one, &n1),
+                             NR_OK);
+                same_hits(hc, nc, one, n1, "filtered", i * 10 + fi);
+                if (fi == 1) /* a near row passes, most rows do not */
+                    NR_CHECK_MSG(n1 >= 1 && n1 < K, "query %d: %d hits over 0.5", i, n1);
+                if (fi == 3)
+                    NR_CHECK_INT(n1, 0);
+            }
         }
         /* the exact tie (8 rows, 7 after the removals) in chunk-id order */
         for (int j = 1; j < 8 - round; j++)
             NR_CHECK(hg[j].score == hg[0].score && hg[j].chunk_id > hg[j - 1].chunk_id);
         NR_CHECK(hg[8 - round].score < hg[0].score);
+        NR_CHECK_MSG(nr_index_count(ix) < ROWS || !round, "removals removed nothing");
         /* remove one of the top 3 hits of every query (query 0: a tie row) */
         for (int i = 0; i < NQ && !round; i++) {
             int64_t c = hg[(size_t)i * K + (i % 3)].chunk_id;
             NR_CHECK_INT(nr_gpu_index_remove_chunk(gx, c), nr_index_remove_chunk(ix, c));
         }
         NR_CHECK_INT(nr_gpu_index_remove_chunk(gx, -5), 0);
+        /* and whole documents: the second hit's document of every 4th query */
+        for (int i = 0; i < NQ && !round; i += 4) {
+            int64_t d = hg[(size_t)i * K + 1].doc_id;
+            NR_CHECK_INT(nr_gpu_index_remove_doc(gx, d), nr_index_remove_doc(ix, d));
+        }
+        NR_CHECK_INT(nr_gpu_index_remove_doc(gx, -5), 0);
+        NR_CHECK_INT(nr_gpu_index_count(gx), nr_index_count(ix));
     }
     /* the largest k, and more than the rows there are */
-    NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, NR_GPU_INDEX_MAX_K, hg, ng), NR_OK);
+    NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, NR_GPU_INDEX_MAX_K, NULL, hg, ng), NR_OK);
     NR_CHECK_INT(
         nr_index_search(ix, NULL, q, DIM, NR_GPU_INDEX_MAX_K, NR_INDEX_EXACT, NULL, hc, &nc),
         NR_OK);
     same_hits(hc, nc, hg, ng[0], "k=64", 0);
-    NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, NR_GPU_INDEX_MAX_K + 1, hg, ng), NR_EINVAL);
-    NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, 0, hg, ng), NR_EINVAL);
+    NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, NR_GPU_INDEX_MAX_K + 1, NULL, hg, ng), NR_EINVAL);
+    NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, 0, NULL, hg, ng), NR_EINVAL);
     {
         float bad[DIM];
         int64_t one_id = 5;
+        int32_t neg = -1;
+        struct nr_index_filter docs = {.collection_id = -1, .doc_ids = &one_id, .n_doc_ids = 1},
+                               nan_min = {.collection_id = -1, .min_score = NAN};
+        int64_t before = nr_gpu_index_count(gx);
         memcpy(bad, q, sizeof bad);
         bad[7] = NAN;
-        NR_CHECK_INT(nr_gpu_index_search(gx, bad, 1, K, hg, ng), NR_EINVAL);
-        NR_CHECK_INT(nr_gpu_index_add(gx, &one_id, &one_id, bad, 1), NR_EINVAL);
-        NR_CHECK_INT(nr_gpu_index_add(gx, cid, did, rows, 100), NR_ELIMIT); /* capacity */
+        NR_CHECK_INT(nr_gpu_index_search(gx, bad, 1, K, NULL, hg, ng), NR_EINVAL);
+        NR_CHECK_INT(nr_gpu_index_add(gx, &one_id, &one_id, NULL, bad, 1), NR_EINVAL);
+        NR_CHECK_INT(nr_gpu_index_add(gx, &one_id, &one_id, &neg, q, 1), NR_EINVAL);
+        NR_CHECK_INT(nr_gpu_index_count(gx), before); /* refused adds left it unchanged */
+        NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, K, &docs, hg, ng), NR_EUNSUPPORTED);
+        NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, K, &nan_min, hg, ng), NR_EINVAL);
     }
     {
         /* a small index: k larger than its rows */
         struct nr_gpu_index *small = NULL;
-        NR_CHECK_INT(nr_gpu_index_new(DIM, 4, 0, &small), NR_OK);
+        NR_CHECK_INT(nr_gpu_index_new(DIM, 4, 1, 0, &small), NR_OK);
         if (small) {
-            NR_CHECK_INT(nr_gpu_index_add(small, cid, did, rows, 3), NR_OK);
-            NR_CHECK_INT(nr_gpu_index_search(small, q, 1, K, hg, ng), NR_OK);
+            NR_CHECK_INT(nr_gpu_index_add(small, cid, did, NULL, rows, 3), NR_OK);
+            NR_CHECK_INT(nr_gpu_index_search(small, q, 1, K, NULL, hg, ng), NR_OK);
             NR_CHECK_INT(ng[0], 3);
             nr_gpu_index_free(small);
         }
@@ -166,6 +210,7 @@ out:
     free(q);
     free(cid);
     free(did);
+    free(coll);
     free(hc);
     free(hg);
     nr_index_free(ix);

@@ -136,7 +136,12 @@ static void test_ingest_then_search(void)
     NR_CHECK(sum.chunks >= 3);
 
     pool = nr_pool_new(2);
-    NR_CHECK_INT(nr_retriever_open(s, emb, pool, 1, &r), NR_OK);
+    {
+        struct nr_retriever_opts ro;
+        nr_retriever_opts_default(&ro);
+        ro.int8 = 1;
+        NR_CHECK_INT(nr_retriever_open(s, emb, pool, &ro, &r), NR_OK);
+    }
     if (r) {
         NR_CHECK_INT(nr_retriever_count(r), sum.chunks);
         for (int mode = NR_SEARCH_VECTOR; mode <= NR_SEARCH_HYBRID; mode++) {

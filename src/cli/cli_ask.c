@@ -210,7 +210,7 @@ int cli_ask(int argc, char **argv)
     if (rc == NR_OK && !(pool = nr_pool_new(0)))
         rc = NR_ENOMEM;
     if (rc == NR_OK)
-        rc = nr_retriever_open(s, e, pool, 0, &r);
+        rc = nr_retriever_open(s, e, pool, NULL, &r);
     if (rc == NR_OK && (rc = nr_llm_open(&lo, &llm)) != NR_OK)
         nr_err_wrap(rc, "opening the generator");
     if (rc == NR_OK) {

@@ -162,8 +162,12 @@ int cli_search(int argc, char **argv)
         pool = nr_pool_new(0);
     if (rc == NR_OK && !pool)
         rc = NR_ENOMEM;
-    if (rc == NR_OK)
-        rc = nr_retriever_open(s, e, pool, int8, &r);
+    if (rc == NR_OK) {
+        struct nr_retriever_opts ro;
+        nr_retriever_opts_default(&ro);
+        ro.int8 = int8;
+        rc = nr_retriever_open(s, e, pool, &ro, &r);
+    }
     if (rc == NR_OK)
         rc = nr_retrieve(r, argv[optind], &so, hits, &n);
     if (rc == NR_OK) {

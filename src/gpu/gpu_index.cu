@@ -2,10 +2,12 @@
  * gpu_index.cu — exact vector search on the GPU (see nr_gpu_index.h).
  *
  * Layout on the device: rows [capacity][dim] fp32, chunk ids [capacity]
- * int64 (for the tie order), and, per batch of up to qcap queries, scores
- * [qcap][count] fp32 and results [qcap][k] (row, score). qcap is chosen at
- * creation so the score buffer stays <= 256 MiB; larger batches go through
- * in groups of qcap.
+ * int64 (for the tie order), collection ids [capacity] int32 (the one filter
+ * the GPU applies), and, per batch of up to qcap queries, scores
+ * [qcap][count] fp32 and results [qcap][k] (row, score). qcap is chosen so
+ * the score buffer stays <= 256 MiB; larger batches go through in groups of
+ * qcap. Adding past the capacity doubles it (new arrays, a device-to-device
+ * copy, the old ones freed), so a growing store costs O(1) copies per row.
  *
  * Search: scores = Q·Rowsᵀ (one fp32 GEMM per group), then k_topk twice:
  * first up to MAX_PARTS blocks per query each choose the best k of a part of
@@ -13,8 +15,9 @@
  * query merges those lists. Within a block each of 256 threads keeps the
  * best k of its strided share, sorted, in local memory; then k rounds pick
  * the block's best head (score descending, chunk id ascending) and advance
- * that thread's list. Host-side: chunk and doc ids per row (for the hits and for
- * removal by swap-with-last).
+ * that thread's list. Rows of another collection and scores below the
+ * minimum are skipped in pass 1, so the k are the best k that pass. Host-side:
+ * chunk and doc ids per row (for the hits and for removal by swap-with-last).
  */
 #include "nr_gpu_index.h"
 
@@ -34,6 +37,7 @@ extern "C" {
 #define MAX_QCAP     256
 #define MAX_PARTS    64   /* blocks per query in the first top-k pass */
 #define PART_ROWS    4096 /* fewest rows per part */
+#define GX_MAX_ROWS  ((int64_t)1 << 28)
 
 #define CK(call)                                                                                   \
     do {                                                                                           \
@@ -47,9 +51,11 @@ extern "C" {
 
 struct nr_gpu_index {
     int dim, device, qcap;
+    int max_batch; /* queries per GEMM asked at creation (qcap <= it) */
     int64_t cap, count;
     float *rows;       /* device [cap][dim] */
     long long *cids;   /* device [cap] chunk ids */
+    int *colls;        /* device [cap] collection ids */
     float *scores;     /* device [qcap][cap] */
     float *queries;    /* device [qcap][dim] */
     int *res_row;      /* device [qcap][NR_GPU_INDEX_MAX_K] */
@@ -80,11 +86,14 @@ __device__ static bool before(float sa, long long ca, float sb, long long cb)
  * strided share's best k sorted in local memory; then k rounds move the
  * block's best head (score descending, chunk id ascending) to the output
  * (q*gridDim.y + p)*ostride, padded with row -1 when fewer than k exist.
- * Pass 1 runs over the scores in parts; pass 2 merges the parts' lists.
+ * Rows failing the filter (collection want_coll unless < 0, score >=
+ * min_score) are skipped. Pass 1 runs over the scores in parts; pass 2
+ * merges the parts' lists.
  */
 __global__ static void k_topk(const float *__restrict__ sc, int64_t sc_stride,
                               const int *__restrict__ rin, int64_t rin_stride, int64_t n,
-                              const long long *__restrict__ cids, int k, int *orow, float *osc,
+                              const long long *__restrict__ cids, const int *__restrict__ colls,
+                              int want_coll, float min_score, int k, int *orow, float *osc,
                               int ostride)
 {
     float ls[NR_GPU_INDEX_MAX_K];
@@ -104,7 +113,8 @@ __global__ static void k_topk(const float *__restrict__ sc, int64_t sc_stride,
     for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         float v = sc[i];
         int r = rin ? rin[i] : (int)i, at;
-        if (r < 0 || (nl == k && !before(v, cids[r], ls[k - 1], cids[lr[k - 1]])))
+        if (r < 0 || !(v >= min_score) || (want_coll >= 0 && colls[r] != want_coll) ||
+            (nl == k && !before(v, cids[r], ls[k - 1], cids[lr[k - 1]])))
             continue;
         at = nl < k ? nl++ : k - 1; /* insertion: shift the worse ones down */
         while (at > 0 && before(v, cids[r], ls[at - 1], cids[lr[at - 1]])) {
@@ -154,15 +164,25 @@ __global__ static void k_topk(const float *__restrict__ sc, int64_t sc_stride,
     }
 }
 
-extern "C" int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr_gpu_index **out)
+/* Queries per GEMM for `cap` rows: at most max_batch, and the score buffer
+ * [qcap][cap] stays <= SCORE_BYTES. */
+static int qcap_for(int64_t cap, int max_batch)
+{
+    size_t q = SCORE_BYTES / ((size_t)cap * 4);
+    return q > (size_t)max_batch ? max_batch : q < 1 ? 1 : (int)q;
+}
+
+extern "C" int nr_gpu_index_new(int dim, int64_t capacity, int max_batch, int device,
+                                struct nr_gpu_index **out)
 {
     struct nr_gpu_index *gx;
     int rc = NR_OK, n = 0;
     size_t b_rows, b_scores;
     *out = NULL;
-    if (dim < 1 || dim > 8192 || capacity < 1 || capacity > ((int64_t)1 << 28))
-        return nr_err_set(NR_EINVAL, "gpu index: dim %d / capacity %lld out of range", dim,
-                          (long long)capacity);
+    if (dim < 1 || dim > 8192 || capacity < 1 || capacity > GX_MAX_ROWS || max_batch < 0 ||
+        max_batch > MAX_QCAP)
+        return nr_err_set(NR_EINVAL, "gpu index: dim %d / capacity %lld / batch %d out of range",
+                          dim, (long long)capacity, max_batch);
     if (cudaGetDeviceCount(&n) != cudaSuccess || device < 0 || device >= n) {
         cudaGetLastError();
         return nr_err_set(NR_EUNSUPPORTED, "gpu index: no CUDA device %d", device);
@@ -173,11 +193,8 @@ extern "C" int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr
     gx->dim = dim;
     gx->device = device;
     gx->cap = capacity;
-    gx->qcap = (int)(SCORE_BYTES / ((size_t)capacity * 4));
-    if (gx->qcap > MAX_QCAP)
-        gx->qcap = MAX_QCAP;
-    if (gx->qcap < 1)
-        gx->qcap = 1;
+    gx->max_batch = max_batch ? max_batch : MAX_QCAP;
+    gx->qcap = qcap_for(capacity, gx->max_batch);
     CK(cudaSetDevice(device));
     if ((rc = nr_gpu_blas_open(BLAS_WS, &gx->blas)))
         goto fail;
@@ -185,6 +202,7 @@ extern "C" int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr
     b_scores = (size_t)gx->qcap * capacity * 4;
     CK(cudaMalloc((void **)&gx->rows, b_rows));
     CK(cudaMalloc((void **)&gx->cids, (size_t)capacity * 8));
+    CK(cudaMalloc((void **)&gx->colls, (size_t)capacity * 4));
     CK(cudaMalloc((void **)&gx->scores, b_scores));
     CK(cudaMalloc((void **)&gx->queries, (size_t)gx->qcap * dim * 4));
     CK(cudaMalloc((void **)&gx->res_row, (size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 4));
@@ -192,7 +210,7 @@ extern "C" int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr
     CK(cudaMalloc(&gx->ws, BLAS_WS));
     CK(cudaMalloc((void **)&gx->cand_row, (size_t)gx->qcap * MAX_PARTS * NR_GPU_INDEX_MAX_K * 4));
     CK(cudaMalloc((void **)&gx->cand_score, (size_t)gx->qcap * MAX_PARTS * NR_GPU_INDEX_MAX_K * 4));
-    gx->dev_bytes = b_rows + (size_t)capacity * 8 + b_scores + (size_t)gx->qcap * dim * 4 +
+    gx->dev_bytes = b_rows + (size_t)capacity * 12 + b_scores + (size_t)gx->qcap * dim * 4 +
                     (size_t)gx->qcap * NR_GPU_INDEX_MAX_K * 8 + BLAS_WS +
                     (size_t)gx->qcap * MAX_PARTS * NR_GPU_INDEX_MAX_K * 8;
     gx->h_cid = (int64_t *)nr_malloc((size_t)capacity * 8);
@@ -216,6 +234,7 @@ extern "C" void nr_gpu_index_free(struct nr_gpu_index *gx)
         return;
     cudaFree(gx->rows);
     cudaFree(gx->cids);
+    cudaFree(gx->colls);
     cudaFree(gx->scores);
     cudaFree(gx->queries);
     cudaFree(gx->res_row);
@@ -232,23 +251,99 @@ extern "C" void nr_gpu_index_free(struct nr_gpu_index *gx)
     nr_free(gx);
 }
 
+/*
+ * Room for `need` rows: the capacity doubles (at least to need, at most
+ * GX_MAX_ROWS). The rows, ids and collections move to new device arrays;
+ * the score buffer is re-sized for the new qcap (never more queries than
+ * before, so the query and result buffers still fit). On failure nothing
+ * changed.
+ */
+static int grow(struct nr_gpu_index *gx, int64_t need)
+{
+    int64_t cap = gx->cap * 2 > need ? gx->cap * 2 : need;
+    float *rows = NULL, *scores = NULL;
+    long long *cids = NULL;
+    int *colls = NULL, qcap, rc = NR_OK;
+    int64_t *hc = NULL, *hd = NULL;
+
+    if (need > GX_MAX_ROWS)
+        return nr_err_set(NR_ELIMIT, "gpu index: more than %lld rows", (long long)GX_MAX_ROWS);
+    if (cap > GX_MAX_ROWS)
+        cap = GX_MAX_ROWS;
+    qcap = qcap_for(cap, gx->max_batch);
+    CK(cudaSetDevice(gx->device));
+    if (cudaMalloc((void **)&rows, (size_t)cap * gx->dim * 4) != cudaSuccess ||
+        cudaMalloc((void **)&cids, (size_t)cap * 8) != cudaSuccess ||
+        cudaMalloc((void **)&colls, (size_t)cap * 4) != cudaSuccess ||
+        cudaMalloc((void **)&scores, (size_t)qcap * cap * 4) != cudaSuccess) {
+        cudaGetLastError();
+        rc = nr_err_set(NR_ENOMEM, "gpu index: no device memory for %lld rows", (long long)cap);
+        goto fail;
+    }
+    hc = (int64_t *)nr_malloc((size_t)cap * 8);
+    hd = (int64_t *)nr_malloc((size_t)cap * 8);
+    if (!hc || !hd) {
+        rc = nr_err_set(NR_ENOMEM, "out of memory growing the GPU index");
+        goto fail;
+    }
+    CK(cudaMemcpy(rows, gx->rows, (size_t)gx->count * gx->dim * 4, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(cids, gx->cids, (size_t)gx->count * 8, cudaMemcpyDeviceToDevice));
+    CK(cudaMemcpy(colls, gx->colls, (size_t)gx->count * 4, cudaMemcpyDeviceToDevice));
+    memcpy(hc, gx->h_cid, (size_t)gx->count * 8);
+    memcpy(hd, gx->h_did, (size_t)gx->count * 8);
+    cudaFree(gx->rows);
+    cudaFree(gx->cids);
+    cudaFree(gx->colls);
+    cudaFree(gx->scores);
+    nr_free(gx->h_cid);
+    nr_free(gx->h_did);
+    gx->dev_bytes += (size_t)(cap - gx->cap) * ((size_t)gx->dim * 4 + 12) + (size_t)qcap * cap * 4 -
+                     (size_t)gx->qcap * gx->cap * 4;
+    gx->rows = rows;
+    gx->cids = cids;
+    gx->colls = colls;
+    gx->scores = scores;
+    gx->h_cid = hc;
+    gx->h_did = hd;
+    gx->cap = cap;
+    gx->qcap = qcap;
+    return NR_OK;
+fail:
+    cudaFree(rows);
+    cudaFree(cids);
+    cudaFree(colls);
+    cudaFree(scores);
+    nr_free(hc);
+    nr_free(hd);
+    return rc;
+}
+
 extern "C" int nr_gpu_index_add(struct nr_gpu_index *gx, const int64_t *chunk_ids,
-                                const int64_t *doc_ids, const float *v, int n)
+                                const int64_t *doc_ids, const int32_t *coll_ids, const float *v,
+                                int n)
 {
     int rc = NR_OK;
     if (n < 0 || (n > 0 && (!chunk_ids || !doc_ids || !v)))
         return nr_err_set(NR_EINVAL, "gpu index: bad add arguments");
-    if (n > gx->cap - gx->count)
-        return nr_err_set(NR_ELIMIT, "gpu index: capacity %lld reached", (long long)gx->cap);
     for (size_t i = 0; i < (size_t)n * gx->dim; i++)
         if (!isfinite(v[i]))
             return nr_err_set(NR_EINVAL, "gpu index: vector %zu is not finite", i / gx->dim);
+    for (int i = 0; coll_ids && i < n; i++)
+        if (coll_ids[i] < 0)
+            return nr_err_set(NR_EINVAL, "gpu index: collection id %d is negative",
+                              (int)coll_ids[i]);
     if (n == 0)
         return NR_OK;
+    if (n > gx->cap - gx->count && (rc = grow(gx, gx->count + n)))
+        return rc;
     CK(cudaSetDevice(gx->device));
     CK(cudaMemcpy(gx->rows + (size_t)gx->count * gx->dim, v, (size_t)n * gx->dim * 4,
                   cudaMemcpyHostToDevice));
     CK(cudaMemcpy(gx->cids + gx->count, chunk_ids, (size_t)n * 8, cudaMemcpyHostToDevice));
+    if (coll_ids)
+        CK(cudaMemcpy(gx->colls + gx->count, coll_ids, (size_t)n * 4, cudaMemcpyHostToDevice));
+    else
+        CK(cudaMemset(gx->colls + gx->count, 0, (size_t)n * 4));
     memcpy(gx->h_cid + gx->count, chunk_ids, (size_t)n * 8);
     memcpy(gx->h_did + gx->count, doc_ids, (size_t)n * 8);
     gx->count += n;
@@ -256,26 +351,49 @@ fail:
     return rc;
 }
 
-extern "C" int nr_gpu_index_remove_chunk(struct nr_gpu_index *gx, int64_t chunk_id)
+/* Row r takes the last row's place (rows, ids, collection). */
+static int remove_row(struct nr_gpu_index *gx, int64_t r)
 {
     int rc = NR_OK;
     int64_t last = gx->count - 1;
-    for (int64_t r = 0; r < gx->count; r++) {
-        if (gx->h_cid[r] != chunk_id)
-            continue;
-        if (r != last) {
-            CK(cudaMemcpy(gx->rows + (size_t)r * gx->dim, gx->rows + (size_t)last * gx->dim,
-                          (size_t)gx->dim * 4, cudaMemcpyDeviceToDevice));
-            CK(cudaMemcpy(gx->cids + r, gx->cids + last, 8, cudaMemcpyDeviceToDevice));
-            gx->h_cid[r] = gx->h_cid[last];
-            gx->h_did[r] = gx->h_did[last];
-        }
-        gx->count--;
-        return 1;
+    if (r != last) {
+        CK(cudaSetDevice(gx->device));
+        CK(cudaMemcpy(gx->rows + (size_t)r * gx->dim, gx->rows + (size_t)last * gx->dim,
+                      (size_t)gx->dim * 4, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(gx->cids + r, gx->cids + last, 8, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(gx->colls + r, gx->colls + last, 4, cudaMemcpyDeviceToDevice));
+        gx->h_cid[r] = gx->h_cid[last];
+        gx->h_did[r] = gx->h_did[last];
     }
-    return 0;
+    gx->count--;
 fail:
     return rc;
+}
+
+extern "C" int nr_gpu_index_remove_chunk(struct nr_gpu_index *gx, int64_t chunk_id)
+{
+    for (int64_t r = 0; r < gx->count; r++)
+        if (gx->h_cid[r] == chunk_id) {
+            int rc = remove_row(gx, r);
+            return rc ? rc : 1;
+        }
+    return 0;
+}
+
+extern "C" int nr_gpu_index_remove_doc(struct nr_gpu_index *gx, int64_t doc_id)
+{
+    int n = 0;
+    for (int64_t r = 0; r < gx->count;) {
+        int rc;
+        if (gx->h_did[r] != doc_id) {
+            r++;
+            continue;
+        }
+        if ((rc = remove_row(gx, r))) /* the last row is now at r: look at it again */
+            return rc;
+        n++;
+    }
+    return n;
 }
 
 extern "C" int64_t nr_gpu_index_count(const struct nr_gpu_index *gx)
@@ -289,14 +407,20 @@ extern "C" size_t nr_gpu_index_bytes(const struct nr_gpu_index *gx)
 }
 
 extern "C" int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int nq, int k,
-                                   struct nr_index_hit *hits, int *n_hits)
+                                   const struct nr_index_filter *f, struct nr_index_hit *hits,
+                                   int *n_hits)
 {
     struct nr_gpu_gemm plan;
-    int rc = NR_OK, have_plan = 0, nplan = 0;
+    int rc = NR_OK, have_plan = 0, nplan = 0, want = f ? f->collection_id : -1;
+    float min_score = f ? f->min_score : -INFINITY;
     int64_t cnt = gx->count;
     memset(&plan, 0, sizeof plan);
     if (k < 1 || k > NR_GPU_INDEX_MAX_K || nq < 0)
         return nr_err_set(NR_EINVAL, "gpu index: k %d outside 1..%d", k, NR_GPU_INDEX_MAX_K);
+    if (f && (f->doc_ids || f->n_doc_ids))
+        return nr_err_set(NR_EUNSUPPORTED, "gpu index: no document filter (the CPU index has it)");
+    if (isnan(min_score))
+        return nr_err_set(NR_EINVAL, "gpu index: the minimum score is NaN");
     for (size_t i = 0; i < (size_t)nq * gx->dim; i++)
         if (!isfinite(q[i]))
             return nr_err_set(NR_EINVAL, "gpu index: query %zu is not finite", i / gx->dim);
@@ -331,12 +455,14 @@ extern "C" int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int 
             int parts = (int)((cnt + PART_ROWS - 1) / PART_ROWS);
             if (parts > MAX_PARTS)
                 parts = MAX_PARTS;
-            k_topk<<<dim3(m, parts), TOPK_THREADS>>>(gx->scores, cnt, NULL, 0, cnt, gx->cids, kk,
-                                                     gx->cand_row, gx->cand_score, kk);
+            k_topk<<<dim3(m, parts), TOPK_THREADS>>>(gx->scores, cnt, NULL, 0, cnt, gx->cids,
+                                                     gx->colls, want, min_score, kk, gx->cand_row,
+                                                     gx->cand_score, kk);
             CK(cudaGetLastError());
-            k_topk<<<dim3(m, 1), TOPK_THREADS>>>(
-                gx->cand_score, (int64_t)parts * kk, gx->cand_row, (int64_t)parts * kk,
-                (int64_t)parts * kk, gx->cids, kk, gx->res_row, gx->res_score, NR_GPU_INDEX_MAX_K);
+            k_topk<<<dim3(m, 1), TOPK_THREADS>>>(gx->cand_score, (int64_t)parts * kk, gx->cand_row,
+                                                 (int64_t)parts * kk, (int64_t)parts * kk, gx->cids,
+                                                 gx->colls, want, min_score, kk, gx->res_row,
+                                                 gx->res_score, NR_GPU_INDEX_MAX_K);
             CK(cudaGetLastError());
         }
         CK(cudaMemcpy(gx->h_row, gx->res_row, (size_t)m * NR_GPU_INDEX_MAX_K * 4,
@@ -345,13 +471,16 @@ extern "C" int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int 
                       cudaMemcpyDeviceToHost));
         for (int i = 0; i < m; i++) {
             struct nr_index_hit *h = hits + (size_t)(q0 + i) * k;
-            for (int j = 0; j < kk; j++) {
+            int j = 0;
+            for (; j < kk; j++) {
                 int r = gx->h_row[i * NR_GPU_INDEX_MAX_K + j];
+                if (r < 0) /* fewer than kk rows passed the filter */
+                    break;
                 h[j].chunk_id = gx->h_cid[r];
                 h[j].doc_id = gx->h_did[r];
                 h[j].score = gx->h_score[i * NR_GPU_INDEX_MAX_K + j];
             }
-            n_hits[q0 + i] = kk;
+            n_hits[q0 + i] = j;
         }
     }
 fail:

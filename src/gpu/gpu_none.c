@@ -93,10 +93,12 @@ int nr_gpu_bert_set_reference_gemm(struct nr_gpu_bert *g, int on)
     return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
 }
 /* The GPU vector index: never created. */
-int nr_gpu_index_new(int dim, int64_t capacity, int device, struct nr_gpu_index **out)
+int nr_gpu_index_new(int dim, int64_t capacity, int max_batch, int device,
+                     struct nr_gpu_index **out)
 {
     (void)dim;
     (void)capacity;
+    (void)max_batch;
     (void)device;
     *out = NULL;
     return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
@@ -108,11 +110,12 @@ void nr_gpu_index_free(struct nr_gpu_index *gx)
 }
 
 int nr_gpu_index_add(struct nr_gpu_index *gx, const int64_t *chunk_ids, const int64_t *doc_ids,
-                     const float *v, int n)
+                     const int32_t *coll_ids, const float *v, int n)
 {
     (void)gx;
     (void)chunk_ids;
     (void)doc_ids;
+    (void)coll_ids;
     (void)v;
     (void)n;
     return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");
@@ -122,6 +125,13 @@ int nr_gpu_index_remove_chunk(struct nr_gpu_index *gx, int64_t chunk_id)
 {
     (void)gx;
     (void)chunk_id;
+    return 0;
+}
+
+int nr_gpu_index_remove_doc(struct nr_gpu_index *gx, int64_t doc_id)
+{
+    (void)gx;
+    (void)doc_id;
     return 0;
 }
 
@@ -138,12 +148,13 @@ size_t nr_gpu_index_bytes(const struct nr_gpu_index *gx)
 }
 
 int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int nq, int k,
-                        struct nr_index_hit *hits, int *n_hits)
+                        const struct nr_index_filter *f, struct nr_index_hit *hits, int *n_hits)
 {
     (void)gx;
     (void)q;
     (void)nq;
     (void)k;
+    (void)f;
     (void)hits;
     (void)n_hits;
     return nr_err_set(NR_EUNSUPPORTED, "built without CUDA");

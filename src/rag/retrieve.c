@@ -12,19 +12,38 @@
  * BM25 as is. The score threshold applies to cosine similarity: vector hits
  * below it are dropped; in hybrid mode a BM25-only hit is kept (it has no
  * cosine to compare).
+ *
+ * GPU mirror (nr_retrieve.h). The CPU index is always loaded and always
+ * current; the mirror follows it: built from nr_index_foreach_rows (a block
+ * of rows per call, no store read) when the count first reaches
+ * gpu_min_rows, and then given the same removals and a document's rows
+ * after each update. Any CUDA error drops the mirror for good (logged), so a
+ * search never fails because of the GPU. A search goes to the mirror when it
+ * has no document-id list (document or metadata filter) and needs at most
+ * NR_GPU_INDEX_MAX_K candidates; int8 searches go there too (exact is at
+ * least as good as int8 + re-score, and faster on a GPU).
  */
 #include "nr_retrieve.h"
 
 #include "nr_embed.h"
 #include "nr_err.h"
+#include "nr_gpu.h"
+#include "nr_gpu_index.h"
 #include "nr_index.h"
+#include "nr_log.h"
 #include "nr_mem.h"
 #include "nr_store.h"
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+enum { DEV_CPU, DEV_AUTO, DEV_CUDA };
+static const char *const dev_names[] = {"cpu", "auto", "cuda"};
+
+#define GPU_BATCH 8 /* queries per GEMM the mirror is sized for (we send one) */
 
 struct nr_retriever {
     struct nr_store *store;
@@ -33,6 +52,17 @@ struct nr_retriever {
     struct nr_index *ix;
     int dim;
     float *qvec; /* [dim] */
+    /* GPU mirror */
+    struct nr_gpu_index *gx; /* NULL: none (yet, or for good when gpu_off) */
+    int dev;                 /* DEV_* asked */
+    int gpu_off;             /* 1: never (again): see note */
+    int64_t gpu_min_rows;
+    uint64_t gpu_searches, cpu_searches;
+    float *stage; /* [stage_cap][dim] rows on their way to the mirror */
+    int64_t *stage_cid, *stage_did;
+    int32_t *stage_coll;
+    int nstage, stage_cap; /* rows staged / room */
+    char note[192];
 };
 
 void nr_search_opts_default(struct nr_search_opts *o)
@@ -44,46 +74,195 @@ void nr_search_opts_default(struct nr_search_opts *o)
     o->min_score = -1.0f;
 }
 
+void nr_retriever_opts_default(struct nr_retriever_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->gpu_min_rows = NR_RETRIEVE_GPU_MIN_ROWS;
+}
+
+/* ------------------------------------------------------------ GPU mirror */
+
+/* Stop using the GPU for good: say why once, free the mirror. */
+static void gpu_drop(struct nr_retriever *r, const char *why)
+{
+    snprintf(r->note, sizeof r->note, "%s", why);
+    nr_log(r->dev == DEV_CUDA || r->gx ? NR_LOG_WARN : NR_LOG_INFO,
+           "retriever: vector search on the CPU: %s", r->note);
+    nr_gpu_index_free(r->gx);
+    r->gx = NULL;
+    r->gpu_off = 1;
+}
+
+/* Room for n more staged rows. */
+static int stage_reserve(struct nr_retriever *r, int n)
+{
+    int cap;
+    if (r->nstage + n <= r->stage_cap)
+        return NR_OK;
+    cap = r->stage_cap ? r->stage_cap : 256;
+    while (cap < r->nstage + n)
+        cap *= 2;
+    float *v = nr_realloc(r->stage, (size_t)cap * r->dim * sizeof *v);
+    if (v)
+        r->stage = v;
+    int64_t *c = nr_realloc(r->stage_cid, (size_t)cap * sizeof *c);
+    if (c)
+        r->stage_cid = c;
+    int64_t *d = nr_realloc(r->stage_did, (size_t)cap * sizeof *d);
+    if (d)
+        r->stage_did = d;
+    int32_t *k = nr_realloc(r->stage_coll, (size_t)cap * sizeof *k);
+    if (k)
+        r->stage_coll = k;
+    if (!v || !c || !d || !k)
+        return nr_err_set(NR_ENOMEM, "out of memory staging vectors for the GPU");
+    r->stage_cap = cap;
+    return NR_OK;
+}
+
+static int stage_row(struct nr_retriever *r, int64_t chunk_id, int64_t doc_id, int32_t coll,
+                     const float *v)
+{
+    int rc = stage_reserve(r, 1);
+    if (rc)
+        return rc;
+    memcpy(r->stage + (size_t)r->nstage * r->dim, v, (size_t)r->dim * sizeof *v);
+    r->stage_cid[r->nstage] = chunk_id;
+    r->stage_did[r->nstage] = doc_id;
+    r->stage_coll[r->nstage] = coll;
+    r->nstage++;
+    return NR_OK;
+}
+
+/* Staged rows to the mirror (the stage is emptied either way). */
+static int stage_flush(struct nr_retriever *r)
+{
+    int rc = r->nstage ? nr_gpu_index_add(r->gx, r->stage_cid, r->stage_did, r->stage_coll,
+                                          r->stage, r->nstage)
+                       : NR_OK;
+    r->nstage = 0;
+    return rc;
+}
+
+/* One block of CPU index rows to the mirror. */
+static int mirror_rows(void *ctx, const int64_t *chunk_ids, const int64_t *doc_ids,
+                       const int32_t *coll_ids, const float *rows, size_t stride, int n)
+{
+    struct nr_retriever *r = ctx;
+    int rc = NR_OK;
+    if (stride == (size_t)r->dim) /* dense already: straight from the index */
+        return nr_gpu_index_add(r->gx, chunk_ids, doc_ids, coll_ids, rows, n);
+    for (int i = 0; i < n && rc == NR_OK; i++)
+        rc = stage_row(r, chunk_ids[i], doc_ids[i], coll_ids[i], rows + (size_t)i * stride);
+    return rc ? rc : stage_flush(r);
+}
+
+/*
+ * Build the mirror if it is asked for, not built, not given up on, and the
+ * index has reached the threshold. Never fails: on any problem the reason
+ * goes to the log and the note, and the CPU index carries on.
+ */
+static void gpu_maybe_mirror(struct nr_retriever *r)
+{
+    struct nr_gpu_device d;
+    const char *why = NULL;
+    int64_t n = nr_index_count(r->ix);
+    char msg[192];
+
+    if (r->dev == DEV_CPU || r->gx || r->gpu_off || n < r->gpu_min_rows)
+        return;
+    if (nr_gpu_count(&why) < 1) {
+        snprintf(msg, sizeof msg, "no usable GPU (%s)", why ? why : "none found");
+        gpu_drop(r, msg);
+        return;
+    }
+    if (nr_gpu_query(0, &d) != NR_OK) {
+        snprintf(msg, sizeof msg, "GPU 0 cannot be queried: %s", nr_err_msg());
+        gpu_drop(r, msg);
+        return;
+    }
+    if (d.integrated && r->dev == DEV_AUTO) {
+        snprintf(msg, sizeof msg,
+                 "%.64s is integrated (shares the CPU's memory and bandwidth); device "
+                 "cuda mirrors anyway",
+                 d.name);
+        gpu_drop(r, msg);
+        return;
+    }
+    if (nr_gpu_index_new(r->dim, n + n / 4 + 1024, GPU_BATCH, 0, &r->gx) != NR_OK ||
+        nr_index_foreach_rows(r->ix, mirror_rows, r) != NR_OK) {
+        snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
+        r->nstage = 0;
+        gpu_drop(r, msg);
+        return;
+    }
+    r->note[0] = '\0';
+    nr_log_info("retriever: %lld vectors mirrored on %s (%.1f MiB of device memory)", (long long)n,
+                d.name, nr_gpu_index_bytes(r->gx) / 1048576.0);
+}
+
+/* ------------------------------------------------------------ open, update */
+
 struct load_ctx {
-    struct nr_index *ix;
-    int64_t only_doc; /* 0: all */
+    struct nr_retriever *r;
+    int stage; /* 1: stage each row for the GPU mirror too */
 };
 
 static int load_vec(void *ctx, int64_t chunk_id, int64_t doc_id, int64_t collection_id,
                     const float *v, int dim)
 {
     struct load_ctx *c = ctx;
-    if (c->only_doc && doc_id != c->only_doc)
-        return 0;
-    return nr_index_add(c->ix, chunk_id, doc_id, (int32_t)collection_id, v, dim);
+    int rc = nr_index_add(c->r->ix, chunk_id, doc_id, (int32_t)collection_id, v, dim);
+    if (rc == NR_OK && c->stage)
+        rc = stage_row(c->r, chunk_id, doc_id, (int32_t)collection_id, v);
+    return rc;
 }
 
-int nr_retriever_open(struct nr_store *s, struct nr_embedder *e, struct nr_pool *pool, int int8,
-                      struct nr_retriever **out)
+int nr_retriever_open(struct nr_store *s, struct nr_embedder *e, struct nr_pool *pool,
+                      const struct nr_retriever_opts *o, struct nr_retriever **out)
 {
+    struct nr_retriever_opts def;
     struct nr_retriever *r;
     struct load_ctx lc;
-    int rc;
+    const char *dev;
+    int rc, d;
 
     *out = NULL;
+    if (!o) {
+        nr_retriever_opts_default(&def);
+        o = &def;
+    }
+    dev = o->device ? o->device : getenv("NANORAG_DEVICE");
+    if (!dev || !*dev)
+        dev = "cpu";
+    for (d = 0; d < 3 && strcmp(dev, dev_names[d]) != 0; d++)
+        ;
+    if (d == 3)
+        return nr_err_set(NR_EINVAL, "unknown retriever device \"%.32s\" (cpu, cuda, auto)", dev);
+    if (o->gpu_min_rows < 0)
+        return nr_err_set(NR_EINVAL, "the GPU index threshold %lld is negative",
+                          (long long)o->gpu_min_rows);
     r = nr_calloc(1, sizeof *r);
     if (!r)
         return nr_err_set(NR_ENOMEM, "out of memory opening retriever");
     r->store = s;
     r->emb = e;
     r->pool = pool;
+    r->dev = d;
+    r->gpu_min_rows = o->gpu_min_rows;
     r->dim = nr_embedder_dim(e);
     r->qvec = nr_malloc((size_t)r->dim * sizeof *r->qvec);
     if (!r->qvec) {
         rc = nr_err_set(NR_ENOMEM, "out of memory opening retriever");
         goto fail;
     }
-    if ((rc = nr_index_new(r->dim, int8 ? NR_INDEX_F_INT8 : 0, &r->ix)))
+    if ((rc = nr_index_new(r->dim, o->int8 ? NR_INDEX_F_INT8 : 0, &r->ix)))
         goto fail;
-    lc.ix = r->ix;
-    lc.only_doc = 0;
+    lc.r = r;
+    lc.stage = 0;
     if ((rc = nr_store_foreach_vector(s, nr_embedder_model_id(e), load_vec, &lc)))
         goto fail;
+    gpu_maybe_mirror(r);
     *out = r;
     return NR_OK;
 fail:
@@ -95,8 +274,13 @@ void nr_retriever_close(struct nr_retriever *r)
 {
     if (!r)
         return;
+    nr_gpu_index_free(r->gx);
     nr_index_free(r->ix);
     nr_free(r->qvec);
+    nr_free(r->stage);
+    nr_free(r->stage_cid);
+    nr_free(r->stage_did);
+    nr_free(r->stage_coll);
     nr_free(r);
 }
 
@@ -109,20 +293,62 @@ size_t nr_retriever_index_bytes(const struct nr_retriever *r)
     return nr_index_bytes(r->ix);
 }
 
+void nr_retriever_info(const struct nr_retriever *r, struct nr_retriever_info *in)
+{
+    memset(in, 0, sizeof *in);
+    in->vectors = nr_index_count(r->ix);
+    in->cpu_bytes = nr_index_bytes(r->ix);
+    in->gpu_bytes = r->gx ? nr_gpu_index_bytes(r->gx) : 0;
+    in->device = r->gx ? "cuda" : "cpu";
+    in->asked = dev_names[r->dev];
+    in->gpu_min_rows = r->gpu_min_rows;
+    in->gpu_searches = r->gpu_searches;
+    in->cpu_searches = r->cpu_searches;
+    if (r->note[0])
+        snprintf(in->note, sizeof in->note, "%s", r->note);
+    else if (r->dev != DEV_CPU && !r->gx)
+        snprintf(in->note, sizeof in->note, "fewer than %lld vectors", (long long)r->gpu_min_rows);
+}
+
 int nr_retriever_remove_doc(struct nr_retriever *r, int64_t doc_id)
 {
     int rc = nr_index_remove_doc(r->ix, doc_id); /* count removed, or < 0 */
-    return rc < 0 ? rc : NR_OK;
+    if (rc < 0)
+        return rc;
+    if (r->gx && nr_gpu_index_remove_doc(r->gx, doc_id) < 0) {
+        char msg[192];
+        snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
+        gpu_drop(r, msg);
+    }
+    return NR_OK;
 }
 
-/* O(vectors in the store): a per-document read is for the server's issue. */
+/* O(the document's chunks): its rows are read from the store, added to the
+ * CPU index and, staged, to the mirror in one copy. */
 int nr_retriever_update_doc(struct nr_retriever *r, int64_t doc_id)
 {
-    struct load_ctx lc = {r->ix, doc_id};
+    struct load_ctx lc = {r, r->gx != NULL};
     int rc = nr_retriever_remove_doc(r, doc_id);
     if (rc)
         return rc;
-    return nr_store_foreach_vector(r->store, nr_embedder_model_id(r->emb), load_vec, &lc);
+    lc.stage = r->gx != NULL; /* the removal may have dropped the mirror */
+    r->nstage = 0;
+    rc = nr_store_foreach_doc_vector(r->store, nr_embedder_model_id(r->emb), doc_id, load_vec, &lc);
+    if (rc) {
+        /* the CPU index holds a part of the document: the mirror must too,
+         * or be dropped; the caller sees the error either way */
+        if (lc.stage && stage_flush(r) != NR_OK)
+            gpu_drop(r, "GPU index: could not follow a failed update");
+        r->nstage = 0;
+        return rc;
+    }
+    if (lc.stage && stage_flush(r) != NR_OK) {
+        char msg[192];
+        snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
+        gpu_drop(r, msg);
+    }
+    gpu_maybe_mirror(r);
+    return NR_OK;
 }
 
 /* ------------------------------------------------------------ filters */
@@ -289,10 +515,23 @@ int nr_retrieve(struct nr_retriever *r, const char *query, const struct nr_searc
             f.min_score = -INFINITY;
         if ((rc = nr_embedder_embed(r->emb, &query, NULL, 1, r->qvec)))
             goto done;
-        if (!(o->meta_key && n_meta == 0) && f.collection_id != -2 &&
-            (rc = nr_index_search(r->ix, r->pool, r->qvec, r->dim, ncand,
-                                  o->int8 ? NR_INDEX_INT8 : NR_INDEX_EXACT, &f, vh, &nv)))
-            goto done;
+        if (!(o->meta_key && n_meta == 0) && f.collection_id != -2) {
+            int on_gpu = r->gx && !f.doc_ids && ncand <= NR_GPU_INDEX_MAX_K;
+            if (on_gpu && nr_gpu_index_search(r->gx, r->qvec, 1, ncand, &f, vh, &nv) != NR_OK) {
+                char msg[192];
+                snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
+                gpu_drop(r, msg);
+                on_gpu = 0;
+            }
+            if (on_gpu) {
+                r->gpu_searches++;
+            } else {
+                r->cpu_searches++;
+                if ((rc = nr_index_search(r->ix, r->pool, r->qvec, r->dim, ncand,
+                                          o->int8 ? NR_INDEX_INT8 : NR_INDEX_EXACT, &f, vh, &nv)))
+                    goto done;
+            }
+        }
         for (int i = 0; i < nv; i++) {
             struct cand *x = find_or_add(c, &n, vh[i].chunk_id, vh[i].doc_id);
             x->vec_score = vh[i].score;
