@@ -330,6 +330,25 @@ st, h, j = jreq(srv, "POST", "/v1/search", {"query": "wombats cube droppings", "
 check("a deleted document leaves the index", st == 200 and
       all(x["doc_id"] != doc2 for x in j["hits"]), j)
 
+# where vector search runs: serve asks for "auto" unless told; without a
+# usable GPU (or below the mirror's threshold) the CPU index answers, with a
+# reason, and every search is counted on the device that ran it
+st, h, j = jreq(srv, "GET", "/v1/status")
+ix = j.get("index", {}) if st == 200 else {}
+want_asked = os.environ.get("NANORAG_DEVICE") or "auto"
+check("status: the index device asked for is the default (%s)" % want_asked,
+      ix.get("device_asked") == want_asked, ix)
+check("status: vector index on the CPU here, the reason given",
+      ix.get("device") == "cpu" and ix.get("gpu_bytes") == 0 and ix.get("note"), ix)
+check("status: index counts and bytes", ix.get("vectors", 0) >= 1 and ix.get("bytes", 0) > 0 and
+      ix.get("gpu_min_vectors") == 50000, ix)
+_, _, m = req(srv, "GET", "/metrics")
+m = m.decode()
+check("metrics: vector searches by device", (metric(m, 'nanorag_vector_searches_total{device="cpu"}')
+                                             or 0) >= 3 and
+      metric(m, 'nanorag_vector_searches_total{device="cuda"}') == 0 and
+      'nanorag_memory_bytes{component="index_gpu"} 0' in m, ix)
+
 # ---------------------------------------------------------------- bad requests
 
 E = "all-minilm"
@@ -556,6 +575,11 @@ r = subprocess.run([NR, "serve", "--listen", "0.0.0.0:0", "--llm", "none"], capt
                    timeout=60, env={k: v for k, v in os.environ.items() if k != "NANORAG_API_KEY"})
 check("non-loopback listen without a key is refused",
       r.returncode != 0 and b"API key" in r.stderr, r.stderr)
+for bad in (["--device", "tpu"], ["--gpu-index-min", "-1"], ["--gpu-index-min", "x"]):
+    r = subprocess.run([NR, "serve", "--listen", "127.0.0.1:0", "--llm", "none"] + bad,
+                       capture_output=True, timeout=60)
+    check("serve %s is refused, naming the option" % " ".join(bad),
+          r.returncode != 0 and bad[0].encode() in r.stderr, r.stderr)
 
 # ---------------------------------------------------------------- generation
 

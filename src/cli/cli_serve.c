@@ -30,12 +30,17 @@ static void usage(FILE *f)
             "                     [--api-key KEY] [--allow-host NAME]... [--threads N]\n"
             "                     [--slots N] [--queue N] [--ctx N] [--max-inputs N]\n"
             "                     [--max-connections N] [--int8] [--access-log]\n"
+            "                     [--device cpu|cuda|auto] [--gpu-index-min N]\n"
             "\n"
             "  --listen       address to listen on (default 127.0.0.1:8080); anything but\n"
             "                 loopback needs --api-key (or NANORAG_API_KEY)\n"
             "  --api-key      require \"Authorization: Bearer KEY\" on every route but /health\n"
             "  --allow-host   another Host / Origin name to accept (DNS rebinding protection)\n"
             "  --int8         int8 embedder (about 3x the speed, cosine >= 0.985 to fp32)\n"
+            "  --device       where embeddings and vector search run (default: $NANORAG_DEVICE,\n"
+            "                 else auto: a CUDA GPU when one can be used, else the CPU)\n"
+            "  --gpu-index-min  mirror the vector index on a discrete GPU from N vectors\n"
+            "                 (default 50000; 0: always)\n"
             "  --llm          the generator (default: the local SmolLM2-135M-Instruct GGUF when\n"
             "                 it is installed, else none); none: embeddings and search only\n");
 }
@@ -86,6 +91,8 @@ int cli_serve(int argc, char **argv)
                                              {"access-log", no_argument, NULL, 'A'},
                                              {"int8", no_argument, NULL, '8'},
                                              {"max-connections", required_argument, NULL, 'C'},
+                                             {"device", required_argument, NULL, 'D'},
+                                             {"gpu-index-min", required_argument, NULL, 'G'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     char data[4096] = "", embed[4096] = "", db[4200], host[300] = "127.0.0.1";
@@ -97,7 +104,7 @@ int cli_serve(int argc, char **argv)
     int c, n_allow = 0, sig;
 
     nr_server_opts_default(&o);
-    while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:AC:8h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:d:e:L:k:a:t:s:q:c:i:AC:8D:G:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'l': {
             char arg[256]; /* a copy: parsing cuts it, and argv shows in ps */
@@ -158,6 +165,21 @@ int cli_serve(int argc, char **argv)
             if (nr_parse_int(optarg, 1, 4096, "--max-connections", &o.http.max_connections))
                 return cli_fail("serve");
             break;
+        case 'D':
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto")) {
+                fprintf(stderr, "nanorag: serve: --device must be cpu, cuda or auto, not \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            o.device = optarg;
+            break;
+        case 'G': {
+            int n;
+            if (nr_parse_int(optarg, 0, 1 << 30, "--gpu-index-min", &n))
+                return cli_fail("serve");
+            o.gpu_index_rows = n;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
@@ -172,6 +194,8 @@ int cli_serve(int argc, char **argv)
     }
     o.http.host = host;
     o.http.api_key = key && key[0] ? key : NULL;
+    if (!o.device && !(getenv("NANORAG_DEVICE") && getenv("NANORAG_DEVICE")[0]))
+        o.device = "auto"; /* a server uses a GPU when it has one */
     if (o.http.access_log && nr_log_level() < NR_LOG_INFO)
         nr_log_set_level(NR_LOG_INFO);
     if (!embed[0] && cli_default_embed_model(embed, sizeof embed))

@@ -31,6 +31,11 @@ struct nr_server_opts {
     int llm_ctx;              /* context positions per slot (<= 0: backend default) */
     int threads;              /* embedder / generator threads (<= 0: one per CPU) */
     int embed_int8;           /* 1: the embedder's int8 path (nr_embed.h NR_PREC_INT8) */
+    const char *device;       /* embedder and vector index: "cpu", "cuda", "auto" (NULL:
+                                 $NANORAG_DEVICE, else "cpu"); a GPU that cannot be used
+                                 means the CPU, with a log line */
+    int64_t gpu_index_rows;   /* mirror the vector index on the GPU from this many vectors
+                                 (< 0: NR_RETRIEVE_GPU_MIN_ROWS) */
     int max_inputs;           /* texts per embed request (default 256) */
     size_t max_prompt;        /* bytes of a prompt or of all messages (default 256 KiB) */
 };

@@ -47,15 +47,18 @@ int route_status(void *ud, struct nr_http_req *r)
 {
     struct nr_server *s = ud;
     struct nr_batch_stats bs;
-    int64_t vectors;
-    size_t index_bytes;
-    json_t *o, *llm = json_null();
+    struct nr_retriever_info ri;
+    json_t *o, *llm = json_null(), *index;
 
     nr_batch_get_stats(s->batch, &bs);
     pthread_mutex_lock(&s->read_mu);
-    vectors = nr_retriever_count(s->ret);
-    index_bytes = nr_retriever_index_bytes(s->ret);
+    nr_retriever_info(s->ret, &ri);
     pthread_mutex_unlock(&s->read_mu);
+    index = json_pack("{s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "vectors", (json_int_t)ri.vectors,
+                      "bytes", (json_int_t)ri.cpu_bytes, "device", ri.device, "device_asked",
+                      ri.asked, "gpu_bytes", (json_int_t)ri.gpu_bytes, "gpu_min_vectors",
+                      (json_int_t)ri.gpu_min_rows, "gpu_searches", (json_int_t)ri.gpu_searches,
+                      "cpu_searches", (json_int_t)ri.cpu_searches, "note", ri.note);
     if (s->llm) {
         struct srv_llm_load l;
         srv_llm_load(s, &l);
@@ -63,17 +66,17 @@ int route_status(void *ud, struct nr_http_req *r)
                         "n_ctx", l.n_ctx, "slots", l.slots, "busy", l.busy, "waiting", l.waiting,
                         "kv_bytes", (json_int_t)l.kv_bytes);
     }
-    o = json_pack(
-        "{s:s,s:f,s:f,s:{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:I},s:{s:I,s:I},s:o,"
-        "s:{s:I,s:I,s:I,s:f,s:i},s:I}",
-        "version", NR_VERSION, "uptime_s", srv_now() - s->started, "load_s", s->load_s, "embedder",
-        "model", s->embed_name, "device", s->einfo.device, "precision", s->einfo.precision,
-        "kernel", s->einfo.kernel, "dim", s->einfo.dim, "max_seq", s->einfo.max_seq, "threads",
-        s->einfo.threads, "weight_bytes", (json_int_t)s->einfo.weight_bytes, "workspace_bytes",
-        (json_int_t)s->einfo.workspace_bytes, "index", "vectors", (json_int_t)vectors, "bytes",
-        (json_int_t)index_bytes, "generator", llm, "embed_batches", "texts", (json_int_t)bs.texts,
-        "requests", (json_int_t)bs.requests, "passes", (json_int_t)bs.passes, "busy_s", bs.busy_s,
-        "waiting", bs.waiting, "memory_held_bytes", (json_int_t)nr_mem_held());
+    o = json_pack("{s:s,s:f,s:f,s:{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:I},s:o,s:o,"
+                  "s:{s:I,s:I,s:I,s:f,s:i},s:I}",
+                  "version", NR_VERSION, "uptime_s", srv_now() - s->started, "load_s", s->load_s,
+                  "embedder", "model", s->embed_name, "device", s->einfo.device, "precision",
+                  s->einfo.precision, "kernel", s->einfo.kernel, "dim", s->einfo.dim, "max_seq",
+                  s->einfo.max_seq, "threads", s->einfo.threads, "weight_bytes",
+                  (json_int_t)s->einfo.weight_bytes, "workspace_bytes",
+                  (json_int_t)s->einfo.workspace_bytes, "index", index ? index : json_null(),
+                  "generator", llm, "embed_batches", "texts", (json_int_t)bs.texts, "requests",
+                  (json_int_t)bs.requests, "passes", (json_int_t)bs.passes, "busy_s", bs.busy_s,
+                  "waiting", bs.waiting, "memory_held_bytes", (json_int_t)nr_mem_held());
     return nr_http_reply_json(r, 200, o);
 }
 
@@ -82,8 +85,7 @@ int route_metrics(void *ud, struct nr_http_req *r)
     struct nr_server *s = ud;
     struct nr_http_text t = {0};
     struct nr_batch_stats bs;
-    int64_t vectors;
-    size_t index_bytes;
+    struct nr_retriever_info ri;
     uint64_t gen_tok, prompt_tok;
     double gen_s, prompt_s;
     int busy = 0, waiting = 0;
@@ -91,8 +93,7 @@ int route_metrics(void *ud, struct nr_http_req *r)
 
     nr_batch_get_stats(s->batch, &bs);
     pthread_mutex_lock(&s->read_mu);
-    vectors = nr_retriever_count(s->ret);
-    index_bytes = nr_retriever_index_bytes(s->ret);
+    nr_retriever_info(s->ret, &ri);
     pthread_mutex_unlock(&s->read_mu);
     pthread_mutex_lock(&s->stat_mu);
     gen_tok = s->gen_tokens;
@@ -151,18 +152,24 @@ int route_metrics(void *ud, struct nr_http_req *r)
         "nanorag_queue_depth{queue=\"http_active\"} %d\n"
         "# HELP nanorag_index_vectors Vectors in the in-memory index.\n"
         "# TYPE nanorag_index_vectors gauge\nnanorag_index_vectors %lld\n"
+        "# HELP nanorag_vector_searches_total Vector searches, by the device that ran them.\n"
+        "# TYPE nanorag_vector_searches_total counter\n"
+        "nanorag_vector_searches_total{device=\"cpu\"} %llu\n"
+        "nanorag_vector_searches_total{device=\"cuda\"} %llu\n"
         "# HELP nanorag_memory_bytes Memory held, by component.\n"
         "# TYPE nanorag_memory_bytes gauge\n"
         "nanorag_memory_bytes{component=\"embedder_weights\"} %zu\n"
         "nanorag_memory_bytes{component=\"embedder_workspace\"} %zu\n"
         "nanorag_memory_bytes{component=\"index\"} %zu\n"
+        "nanorag_memory_bytes{component=\"index_gpu\"} %zu\n"
         "nanorag_memory_bytes{component=\"llm_kv_cache\"} %zu\n"
         "nanorag_memory_bytes{component=\"all_nr_alloc\"} %zu\n",
         (unsigned long long)bs.texts, (unsigned long long)bs.passes,
         (unsigned long long)bs.requests, bs.busy_s, (unsigned long long)gen_tok, gen_s,
         (unsigned long long)prompt_tok, prompt_s, bs.waiting, busy, waiting,
-        nr_http_active(r->http), (long long)vectors, s->einfo.weight_bytes,
-        s->einfo.workspace_bytes, index_bytes, kv, nr_mem_held());
+        nr_http_active(r->http), (long long)ri.vectors, (unsigned long long)ri.cpu_searches,
+        (unsigned long long)ri.gpu_searches, s->einfo.weight_bytes, s->einfo.workspace_bytes,
+        ri.cpu_bytes, ri.gpu_bytes, kv, nr_mem_held());
     if (t.err) {
         nr_free(t.p);
         return nr_http_error(r, 500, "cannot build the metrics text");

@@ -74,6 +74,7 @@ void nr_server_opts_default(struct nr_server_opts *o)
     o->max_inputs = 256;
     o->max_prompt = 256 << 10;
     o->llm_queue = -1;
+    o->gpu_index_rows = -1;
 }
 
 double srv_now(void)
@@ -283,6 +284,7 @@ int nr_server_open(const struct nr_server_opts *o, struct nr_server **out)
 {
     struct nr_server *s;
     struct nr_embed_opts eo;
+    struct nr_retriever_opts ro;
     double t0 = srv_now();
     int rc, bad = 0;
 
@@ -312,6 +314,7 @@ int nr_server_open(const struct nr_server_opts *o, struct nr_server **out)
 
     nr_embed_opts_default(&eo);
     eo.threads = o->threads;
+    eo.device = o->device;
     if (o->embed_int8)
         eo.precision = NR_PREC_INT8;
     if ((rc = nr_embedder_open(s->embed_path, &eo, &s->e))) {
@@ -331,7 +334,11 @@ int nr_server_open(const struct nr_server_opts *o, struct nr_server **out)
         nr_err_wrap(rc, "opening the store");
         goto fail;
     }
-    if ((rc = nr_retriever_open(s->store_r, s->e, s->pool, 0, &s->ret))) {
+    nr_retriever_opts_default(&ro);
+    ro.device = o->device;
+    if (o->gpu_index_rows >= 0)
+        ro.gpu_min_rows = o->gpu_index_rows;
+    if ((rc = nr_retriever_open(s->store_r, s->e, s->pool, &ro, &s->ret))) {
         nr_err_wrap(rc, "loading the vector index");
         goto fail;
     }
@@ -345,7 +352,7 @@ int nr_server_open(const struct nr_server_opts *o, struct nr_server **out)
         goto fail;
     s->o.http.host = NULL; /* borrowed strings: not kept past open */
     s->o.http.api_key = NULL;
-    s->o.db_path = s->o.embed_model = s->o.llm_spec = s->o.llm_api_key = NULL;
+    s->o.db_path = s->o.embed_model = s->o.llm_spec = s->o.llm_api_key = s->o.device = NULL;
     memset(s->o.http.allow_hosts, 0, sizeof s->o.http.allow_hosts);
     *out = s;
     return NR_OK;
