@@ -10,6 +10,7 @@
  * five times, and prints the best and the median. Issue 3's target: 100k
  * vectors in <= 1 s.
  */
+#include "bench_store.h"
 #include "nr_err.h"
 #include "nr_index.h"
 #include "nr_mem.h"
@@ -23,7 +24,6 @@
 #include <time.h>
 
 #define DIM      384
-#define PER_DOC  100
 #define MODEL_ID "bench:384"
 
 static double now_s(void)
@@ -44,52 +44,6 @@ static int count_vec(void *ctx, int64_t chunk_id, int64_t doc_id, int64_t collec
 {
     (*(long *)ctx)++;
     return 0;
-}
-
-static int build(struct nr_store *s, long n)
-{
-    char text[PER_DOC * 8 + 1];
-    struct nr_chunk_in ch[PER_DOC];
-    float *vec = malloc(sizeof(float) * PER_DOC * DIM);
-    unsigned seed = 12345;
-    if (!vec)
-        return NR_ENOMEM;
-    for (int i = 0; i < PER_DOC; i++) {
-        memcpy(text + i * 8, "chunkxx ", 8);
-        ch[i].start = i * 8;
-        ch[i].end = i * 8 + 7;
-        ch[i].page = 0;
-        ch[i].n_tokens = 3;
-        ch[i].heading = NULL;
-    }
-    text[PER_DOC * 8] = '\0';
-    for (long d = 0; d * PER_DOC < n; d++) {
-        char src[64];
-        struct nr_doc_in doc = {
-            .collection = "bench", .source = src, .text = text, .text_len = PER_DOC * 8};
-        int rc;
-        snprintf(src, sizeof src, "doc%06ld", d);
-        for (int i = 0; i < PER_DOC; i++) {
-            double ss = 0;
-            float *v = vec + (size_t)i * DIM;
-            for (int j = 0; j < DIM; j++) {
-                seed = seed * 1103515245u + 12345u;
-                v[j] = (float)((int)(seed >> 8 & 0xffff) - 32768);
-                ss += (double)v[j] * v[j];
-            }
-            for (int j = 0; j < DIM; j++)
-                v[j] = (float)(v[j] / sqrt(ss));
-        }
-        if ((rc = nr_store_put(s, &doc, ch, PER_DOC, vec, DIM, MODEL_ID, NULL, NULL))) {
-            free(vec);
-            return rc;
-        }
-        if (d % 100 == 99)
-            fprintf(stderr, "\rbuilding: %ld vectors", (d + 1) * PER_DOC);
-    }
-    fprintf(stderr, "\n");
-    free(vec);
-    return NR_OK;
 }
 
 static int cmp(const void *a, const void *b)
@@ -132,7 +86,7 @@ int main(int argc, char **argv)
         double t0 = now_s();
         nr_store_close(s);
         remove(db);
-        if ((rc = nr_store_open(db, &s)) || (rc = build(s, n)))
+        if ((rc = nr_store_open(db, &s)) || (rc = bench_store_build(s, n, MODEL_ID, DIM)))
             goto fail;
         fprintf(stderr, "built %ld vectors in %.1f s\n", n, now_s() - t0);
         have = n;

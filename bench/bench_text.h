@@ -15,7 +15,7 @@ static const char *bench_words[] = {"data",   "model",  "search", "query",  "mem
                                     "vector", "store",  "answer", "source", "document", "batch",
                                     "thread", "kernel", "cache",  "engine", "network",  "server"};
 
-static double now_ms(void)
+static inline double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -23,7 +23,7 @@ static double now_ms(void)
 }
 
 /* qsort comparator for doubles, ascending. */
-static int cmp(const void *a, const void *b)
+static inline int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -31,7 +31,7 @@ static int cmp(const void *a, const void *b)
 
 /* bench_words[(i*7 + j) % n] for j < ntok: each word is one WordPiece token.
  * Caller frees; NULL when out of memory. */
-static char *make_text(int i, int ntok)
+static inline char *make_text(int i, int ntok)
 {
     size_t cap = (size_t)ntok * 10 + 1, len = 0;
     char *s = malloc(cap);
