@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 6 on a machine with an NVIDIA GPU, in one call: build with CUDA, the
-# GPU test under ctest, compute-sanitizer memcheck and racecheck on
-# test_gpu_embed, bench_gpu_embed, a per-kernel profile (ncu) and
-# sentence-transformers fp16 side by side on the same GPU and inputs.
+# GPU tests under ctest, compute-sanitizer memcheck and racecheck,
+# bench_gpu_embed, bench_retrieve (CPU index vs GPU mirror, 100k and 1M
+# vectors), a per-kernel profile (ncu) and sentence-transformers fp16 side by
+# side on the same GPU and inputs.
 #
 #   bench/run_gpu.sh [OUTDIR]            (default out/gpu; logs land there)
 #
@@ -28,7 +29,8 @@ step "machine"
 if [ "${NR_PREBUILT:-0}" != 1 ] || [ ! -x build-cuda/test_gpu_embed ]; then
   step "build"
   if ! { cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DNR_CUDA=ON &&
-         cmake --build build-cuda -j"$(nproc)" --target test_gpu_embed test_gpu_index bench_gpu_embed nanorag; } \
+         cmake --build build-cuda -j"$(nproc)" --target test_gpu_embed test_gpu_index test_gpu_retrieve bench_gpu_embed \
+           bench_retrieve nanorag; } \
        >"$out/build.log" 2>&1; then
     tail -40 "$out/build.log"
     exit 1
@@ -46,6 +48,12 @@ timeout 150 ctest --test-dir build-cuda -R test_gpu_ -V 2>&1 | tee "$out/ctest.l
 
 step "bench_gpu_embed"
 timeout 150 build-cuda/bench_gpu_embed --model "$model/model-f16.gguf" 2>&1 | tee -a "$out/bench.log"
+
+step "bench_retrieve: one search end to end, CPU index vs GPU mirror"
+for n in 100000 1000000; do
+  timeout 200 build-cuda/bench_retrieve --model "$model/model-f16.gguf" --vectors $n \
+    --db "${TMPDIR:-/tmp}/nanorag-bench-retrieve.db" 2>&1 | grep -v building | tee -a "$out/bench.log"
+done
 
 step "sentence-transformers fp16, same GPU"
 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 timeout 150 python3 bench/st_bench_gpu.py "$model" \
@@ -89,6 +97,9 @@ echo "memcheck exit $?"
 timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 build-cuda/test_gpu_index \
   >>"$out/memcheck.log" 2>&1
 echo "memcheck (test_gpu_index) exit $?"
+timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 build-cuda/test_gpu_retrieve \
+  >>"$out/memcheck.log" 2>&1
+echo "memcheck (test_gpu_retrieve) exit $?"
 grep -E "ERROR SUMMARY|passed|Invalid" "$out/memcheck.log" | head -20
 step "compute-sanitizer racecheck (test_gpu_embed, NR_TEST_QUICK, reference GEMM)"
 NANORAG_GPU_GEMM=reference NR_TEST_QUICK=1 timeout 300 compute-sanitizer --tool racecheck \

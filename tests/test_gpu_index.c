@@ -145,7 +145,9 @@ static void test_gpu_index_equals_cpu_index(void)
                 NR_CHECK_INT(nr_gpu_index_search(gx, q + (size_t)i * DIM, 1, K, &fs[fi], one, &n1),
                              NR_OK);
                 same_hits(hc, nc, one, n1, "filtered", i * 10 + fi);
-                if (fi == 1) /* a near row passes, most rows do not */
+                /* before the removals each query's near row passes, most rows
+                 * do not (after them every third query has lost its near row) */
+                if (fi == 1 && !round)
                     NR_CHECK_MSG(n1 >= 1 && n1 < K, "query %d: %d hits over 0.5", i, n1);
                 if (fi == 3)
                     NR_CHECK_INT(n1, 0);
@@ -162,8 +164,9 @@ static void test_gpu_index_equals_cpu_index(void)
             NR_CHECK_INT(nr_gpu_index_remove_chunk(gx, c), nr_index_remove_chunk(ix, c));
         }
         NR_CHECK_INT(nr_gpu_index_remove_chunk(gx, -5), 0);
-        /* and whole documents: the second hit's document of every 4th query */
-        for (int i = 0; i < NQ && !round; i += 4) {
+        /* and whole documents: the second hit's document of every 4th query
+         * (not query 0's: that would take more rows out of the tie) */
+        for (int i = 4; i < NQ && !round; i += 4) {
             int64_t d = hg[(size_t)i * K + 1].doc_id;
             NR_CHECK_INT(nr_gpu_index_remove_doc(gx, d), nr_index_remove_doc(ix, d));
         }
