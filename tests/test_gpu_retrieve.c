@@ -229,7 +229,7 @@ static int setup(void)
     nr_embed_opts_default(&o);
     o.device = "auto";
     o.threads = 2;
-    if (nr_embedder_open(nr_test_model_path("all-MiniLM-L6-v2"), &o, &emb) ||
+    if (nr_embedder_open(nr_test_model_path("all-MiniLM-L6-v2/model-f16.gguf"), &o, &emb) ||
         nr_store_open(db, &store)) {
         nr_test_fail(__FILE__, __LINE__, "setup: %s", nr_err_msg());
         return 0;
