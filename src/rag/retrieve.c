@@ -36,6 +36,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,10 +83,14 @@ void nr_retriever_opts_default(struct nr_retriever_opts *o)
 
 /* ------------------------------------------------------------ GPU mirror */
 
-/* Stop using the GPU for good: say why once, free the mirror. */
-static void gpu_drop(struct nr_retriever *r, const char *why)
+/* Stop using the GPU for good: say why once (printf format), free the mirror. */
+__attribute__((format(printf, 2, 3))) static void gpu_drop(struct nr_retriever *r, const char *fmt,
+                                                           ...)
 {
-    snprintf(r->note, sizeof r->note, "%s", why);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->note, sizeof r->note, fmt, ap);
+    va_end(ap);
     nr_log(r->dev == DEV_CUDA || r->gx ? NR_LOG_WARN : NR_LOG_INFO,
            "retriever: vector search on the CPU: %s", r->note);
     nr_gpu_index_free(r->gx);
@@ -167,33 +172,28 @@ static void gpu_maybe_mirror(struct nr_retriever *r)
     struct nr_gpu_device d;
     const char *why = NULL;
     int64_t n = nr_index_count(r->ix);
-    char msg[192];
 
     if (r->dev == DEV_CPU || r->gx || r->gpu_off || n < r->gpu_min_rows)
         return;
     if (nr_gpu_count(&why) < 1) {
-        snprintf(msg, sizeof msg, "no usable GPU (%s)", why ? why : "none found");
-        gpu_drop(r, msg);
+        gpu_drop(r, "no usable GPU (%s)", why ? why : "none found");
         return;
     }
     if (nr_gpu_query(0, &d) != NR_OK) {
-        snprintf(msg, sizeof msg, "GPU 0 cannot be queried: %s", nr_err_msg());
-        gpu_drop(r, msg);
+        gpu_drop(r, "GPU 0 cannot be queried: %s", nr_err_msg());
         return;
     }
     if (d.integrated && r->dev == DEV_AUTO) {
-        snprintf(msg, sizeof msg,
-                 "%.64s is integrated (shares the CPU's memory and bandwidth); device "
-                 "cuda mirrors anyway",
+        gpu_drop(r,
+                 "%.64s is integrated (shares the CPU's memory and bandwidth); device cuda "
+                 "mirrors anyway",
                  d.name);
-        gpu_drop(r, msg);
         return;
     }
     if (nr_gpu_index_new(r->dim, n + n / 4 + 1024, GPU_BATCH, 0, &r->gx) != NR_OK ||
         nr_index_foreach_rows(r->ix, mirror_rows, r) != NR_OK) {
-        snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
         r->nstage = 0;
-        gpu_drop(r, msg);
+        gpu_drop(r, "GPU index: %s", nr_err_msg());
         return;
     }
     r->note[0] = '\0';
@@ -316,9 +316,7 @@ int nr_retriever_remove_doc(struct nr_retriever *r, int64_t doc_id)
     if (rc < 0)
         return rc;
     if (r->gx && nr_gpu_index_remove_doc(r->gx, doc_id) < 0) {
-        char msg[192];
-        snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
-        gpu_drop(r, msg);
+        gpu_drop(r, "GPU index: %s", nr_err_msg());
     }
     return NR_OK;
 }
@@ -343,9 +341,7 @@ int nr_retriever_update_doc(struct nr_retriever *r, int64_t doc_id)
         return rc;
     }
     if (lc.stage && stage_flush(r) != NR_OK) {
-        char msg[192];
-        snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
-        gpu_drop(r, msg);
+        gpu_drop(r, "GPU index: %s", nr_err_msg());
     }
     gpu_maybe_mirror(r);
     return NR_OK;
@@ -518,9 +514,7 @@ int nr_retrieve(struct nr_retriever *r, const char *query, const struct nr_searc
         if (!(o->meta_key && n_meta == 0) && f.collection_id != -2) {
             int on_gpu = r->gx && !f.doc_ids && ncand <= NR_GPU_INDEX_MAX_K;
             if (on_gpu && nr_gpu_index_search(r->gx, r->qvec, 1, ncand, &f, vh, &nv) != NR_OK) {
-                char msg[192];
-                snprintf(msg, sizeof msg, "GPU index: %s", nr_err_msg());
-                gpu_drop(r, msg);
+                gpu_drop(r, "GPU index: %s", nr_err_msg());
                 on_gpu = 0;
             }
             if (on_gpu) {
