@@ -571,10 +571,14 @@ st, h, _ = req(srv, "GET", "/api/tags")
 check("connections free again -> 200", st == 200, st)
 srv.stop()
 
-r = subprocess.run([NR, "serve", "--listen", "0.0.0.0:0", "--llm", "none"], capture_output=True,
-                   timeout=60, env={k: v for k, v in os.environ.items() if k != "NANORAG_API_KEY"})
-check("non-loopback listen without a key is refused",
-      r.returncode != 0 and b"API key" in r.stderr, r.stderr)
+with tempfile.TemporaryDirectory() as cwd:
+    r = subprocess.run([NR, "serve", "--listen", "0.0.0.0:0", "--llm", "none"],
+                       capture_output=True, timeout=60, cwd=cwd,
+                       env={k: v for k, v in os.environ.items()
+                            if k not in ("NANORAG_API_KEY", "NANORAG_DATA")})
+    check("non-loopback listen without a key is refused, before a store is created",
+          r.returncode != 0 and b"API key" in r.stderr and not os.listdir(cwd),
+          (r.stderr, os.listdir(cwd)))
 for bad in (["--device", "tpu"], ["--gpu-index-min", "-1"], ["--gpu-index-min", "x"]):
     r = subprocess.run([NR, "serve", "--listen", "127.0.0.1:0", "--llm", "none"] + bad,
                        capture_output=True, timeout=60)

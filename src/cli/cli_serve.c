@@ -198,6 +198,14 @@ int cli_serve(int argc, char **argv)
         o.device = "auto"; /* a server uses a GPU when it has one */
     if (o.http.access_log && nr_log_level() < NR_LOG_INFO)
         nr_log_set_level(NR_LOG_INFO);
+    /* refused before anything is loaded or created (http.c refuses it too) */
+    if (!nr_http_is_loopback(host) && !o.http.api_key) {
+        fprintf(stderr,
+                "nanorag: serve: refusing to listen on %s (not loopback) without an API key: "
+                "pass --api-key KEY (or NANORAG_API_KEY)\n",
+                host);
+        return 2;
+    }
     if (!embed[0] && cli_default_embed_model(embed, sizeof embed))
         return cli_fail("serve");
     /* the data dir as the other commands resolve and create it */
