@@ -5,6 +5,7 @@
 #include "nr_mem.h"
 #include "nr_pool.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,59 @@ static void test_pool_runs_every_task_once(void)
         for (int i = 0; i < n; i++)
             NR_CHECK_MSG(hits[i] == 1, "round %d task %d ran %d times", round, i, (int)hits[i]);
     }
+    nr_pool_free(p);
+}
+
+/* Two callers share one pool: each run's tasks run exactly once, each with
+ * its own fn and ctx, and a worker id < the pool's threads. */
+struct shared_run {
+    struct nr_pool *p;
+    atomic_int hits[500];
+    atomic_int bad_worker;
+    int bad; /* runs that did not see each task exactly once */
+};
+
+static void mark_ctx(void *ctx, int i, int w)
+{
+    struct shared_run *r = ctx;
+    if (w < 0 || w >= nr_pool_threads(r->p))
+        atomic_fetch_add(&r->bad_worker, 1);
+    atomic_fetch_add(&r->hits[i], 1);
+}
+
+static void *shared_caller(void *arg)
+{
+    struct shared_run *r = arg;
+    for (int round = 0; round < 300; round++) {
+        int n = 2 + (round * 13) % 498;
+        for (int i = 0; i < n; i++)
+            atomic_store(&r->hits[i], 0);
+        nr_pool_run(r->p, n, mark_ctx, r);
+        for (int i = 0; i < n; i++)
+            if (atomic_load(&r->hits[i]) != 1) {
+                r->bad++;
+                break;
+            }
+    }
+    return NULL;
+}
+
+static void test_pool_shared_by_two_callers(void)
+{
+    static struct shared_run a, b;
+    pthread_t ta, tb;
+    struct nr_pool *p = nr_pool_new(3);
+    NR_CHECK(p != NULL);
+    if (!p)
+        return;
+    a.p = b.p = p;
+    NR_CHECK(pthread_create(&ta, NULL, shared_caller, &a) == 0);
+    NR_CHECK(pthread_create(&tb, NULL, shared_caller, &b) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    NR_CHECK_MSG(a.bad == 0 && b.bad == 0, "runs with lost or repeated tasks: %d and %d", a.bad,
+                 b.bad);
+    NR_CHECK(a.bad_worker == 0 && b.bad_worker == 0);
     nr_pool_free(p);
 }
 
@@ -134,6 +188,7 @@ int main(void)
     NR_RUN(test_mem_fault_injection);
     NR_RUN(test_mem_aligned_and_overflow);
     NR_RUN(test_pool_runs_every_task_once);
+    NR_RUN(test_pool_shared_by_two_callers);
     NR_RUN(test_file_read_limits);
     NR_RUN(test_find_model);
     return nr_test_summary();

@@ -31,6 +31,7 @@ struct nr_pool {
     int nthreads;  /* workers + the calling thread */
     pthread_t *th; /* (nthreads - 1) */
     pthread_mutex_t mu;
+    pthread_mutex_t run_mu; /* held by the caller for a whole run: callers take turns */
     pthread_cond_t work_cv;
     pthread_cond_t done_cv;
     atomic_uint gen;
@@ -135,6 +136,7 @@ struct nr_pool *nr_pool_new(int nthreads)
         goto nomem;
     p->nthreads = nthreads;
     pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->run_mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     if (nthreads > 1) {
@@ -178,6 +180,7 @@ void nr_pool_free(struct nr_pool *p)
     for (i = 0; i < p->nthreads - 1; i++)
         pthread_join(p->th[i], NULL);
     pthread_mutex_destroy(&p->mu);
+    pthread_mutex_destroy(&p->run_mu);
     pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->done_cv);
     nr_free(p->th);
@@ -196,10 +199,11 @@ void nr_pool_run(struct nr_pool *p, int ntasks, nr_pool_fn fn, void *ctx)
     if (ntasks <= 0)
         return;
     if (!p || p->nthreads == 1 || ntasks == 1) {
-        for (int i = 0; i < ntasks; i++)
+        for (int i = 0; i < ntasks; i++) /* inline: nothing shared is touched */
             fn(ctx, i, 0);
         return;
     }
+    pthread_mutex_lock(&p->run_mu);
     p->fn = fn;
     p->ctx = ctx;
     p->ntasks = ntasks;
@@ -222,4 +226,5 @@ void nr_pool_run(struct nr_pool *p, int ntasks, nr_pool_fn fn, void *ctx)
             pthread_cond_wait(&p->done_cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
+    pthread_mutex_unlock(&p->run_mu);
 }

@@ -8,8 +8,13 @@
  * Tasks are handed out by an atomic counter (dynamic scheduling): make them
  * a few times more numerous than threads when their costs differ.
  *
- * One nr_pool_run at a time per pool: callers that share a pool serialize
- * (the embedder owns its pool). A pool of 1 thread runs everything inline.
+ * Callers may share a pool: concurrent nr_pool_run calls on one pool take
+ * turns, one whole run at a time (a lock held for the run). Components that
+ * run side by side in one process (the server's embedder, generator and
+ * index) share one pool so they never put more threads on the cores than
+ * there are cores; their work interleaves run by run. A run must not start
+ * another run on the same pool from inside fn (it would wait for itself).
+ * A pool of 1 thread runs everything inline.
  */
 #ifndef NR_POOL_H
 #define NR_POOL_H
