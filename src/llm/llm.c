@@ -193,7 +193,7 @@ int nr_llm_open(const struct nr_llm_opts *opts, struct nr_llm **out)
                      : nr_err_set(NR_EINVAL, "llm: the model path is too long");
         l->slots = o.slots > 0 ? o.slots : 1;
         if (rc == NR_OK)
-            rc = llm_local_open(path, o.threads, o.n_ctx, l->slots, &l->local);
+            rc = llm_local_open(path, o.threads, o.pool, o.n_ctx, l->slots, &l->local);
         if (rc == NR_OK) {
             l->n_ctx = llm_local_n_ctx(l->local);
             l->model = nr_strdup(llm_local_model_name(l->local));

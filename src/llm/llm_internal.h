@@ -21,7 +21,9 @@
 struct llm_local;
 
 /* Open the GGUF model at path with `slots` sequences of n_ctx positions. */
-int llm_local_open(const char *path, int threads, int n_ctx, int slots, struct llm_local **out);
+struct nr_pool;
+int llm_local_open(const char *path, int threads, struct nr_pool *pool, int n_ctx, int slots,
+                   struct llm_local **out);
 void llm_local_close(struct llm_local *lc);
 const char *llm_local_model_name(const struct llm_local *lc);
 int llm_local_n_ctx(const struct llm_local *lc);

@@ -62,7 +62,8 @@ void llm_local_close(struct llm_local *lc)
     nr_free(lc);
 }
 
-int llm_local_open(const char *path, int threads, int n_ctx, int slots, struct llm_local **out)
+int llm_local_open(const char *path, int threads, struct nr_pool *pool, int n_ctx, int slots,
+                   struct llm_local **out)
 {
     struct nr_llama_opts mo;
     struct llm_local *lc;
@@ -76,6 +77,7 @@ int llm_local_open(const char *path, int threads, int n_ctx, int slots, struct l
     model_name(path, lc->name, sizeof lc->name);
     nr_llama_opts_default(&mo);
     mo.threads = threads;
+    mo.pool = pool;
     if ((rc = nr_llama_open(path, &mo, &lc->m)) != NR_OK)
         goto fail;
     lc->seq = nr_calloc((size_t)slots, sizeof *lc->seq);

@@ -38,16 +38,19 @@
 struct nr_llm;
 struct nr_llama;
 
+struct nr_pool;
+
 enum nr_llm_backend { NR_LLM_LOCAL = 1, NR_LLM_OLLAMA = 2, NR_LLM_OPENAI = 3 };
 
 struct nr_llm_opts {
-    const char *spec;    /* see above */
-    const char *api_key; /* OpenAI-compatible backend: Bearer token, or NULL */
-    int threads;         /* local: worker threads (<= 0: one per CPU) */
-    int n_ctx;           /* local: positions per slot (<= 0: min(trained, 4096)) */
-    int slots;           /* concurrent generations (default 1 local, 4 remote) */
-    int queue;           /* requests that may wait for a slot (default 16) */
-    int timeout_s;       /* remote: seconds without a byte before giving up (default 120) */
+    const char *spec;     /* see above */
+    const char *api_key;  /* OpenAI-compatible backend: Bearer token, or NULL */
+    int threads;          /* local: worker threads (<= 0: one per CPU; ignored with pool) */
+    struct nr_pool *pool; /* local: borrowed pool to run on (nr_pool.h); NULL: an own one */
+    int n_ctx;            /* local: positions per slot (<= 0: min(trained, 4096)) */
+    int slots;            /* concurrent generations (default 1 local, 4 remote) */
+    int queue;            /* requests that may wait for a slot (default 16) */
+    int timeout_s;        /* remote: seconds without a byte before giving up (default 120) */
 };
 
 struct nr_llm_info {

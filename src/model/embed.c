@@ -34,6 +34,7 @@
 struct nr_embedder {
     struct nr_bert *model;
     struct nr_pool *pool;
+    int own_pool;         /* 1: pool is ours to free (not lent by opts.pool) */
     pthread_mutex_t mu;   /* one embed call at a time */
     int max_batch_tokens; /* ids capacity */
     int max_seq;
@@ -48,6 +49,7 @@ struct nr_embedder {
 
 void nr_embed_opts_default(struct nr_embed_opts *o)
 {
+    memset(o, 0, sizeof *o); /* every field, present and future, starts at 0 / NULL */
     o->threads = 0;
     o->max_batch_tokens = 8192;
     o->max_seq = 0;
@@ -115,7 +117,8 @@ int nr_embedder_open(const char *model_path, const struct nr_embed_opts *opts,
                         e->max_batch_tokens, e->max_seq);
         goto fail;
     }
-    e->pool = nr_pool_new(opts->threads);
+    e->own_pool = !opts->pool;
+    e->pool = opts->pool ? opts->pool : nr_pool_new(opts->threads);
     e->ids = nr_malloc((size_t)e->max_batch_tokens * sizeof *e->ids);
     e->lens = nr_malloc((size_t)e->max_batch_tokens * sizeof *e->lens);
     if (!e->pool || !e->ids || !e->lens) {
@@ -135,7 +138,8 @@ void nr_embedder_close(struct nr_embedder *e)
         return;
     nr_gpu_bert_close(e->gpu);
     nr_bert_close(e->model);
-    nr_pool_free(e->pool);
+    if (e->own_pool)
+        nr_pool_free(e->pool);
     nr_free(e->ids);
     nr_free(e->lens);
     pthread_mutex_destroy(&e->mu);

@@ -131,6 +131,7 @@ struct nr_llama {
     struct nr_gguf *g;
     struct nr_tok *tok; /* NULL when the file carries no tokenizer */
     struct nr_pool *pool;
+    int own_pool;       /* 1: pool is ours to free (not lent by opts.pool) */
     pthread_mutex_t mu; /* one eval at a time: pool and scratch are shared */
     struct nr_llama_info info;
     char arch_name[16];
@@ -701,7 +702,8 @@ int nr_llama_open(const char *path, const struct nr_llama_opts *opts, struct nr_
         snprintf(m->name, sizeof m->name, "%s", b ? b + 1 : path);
     }
 
-    m->pool = nr_pool_new(o.threads);
+    m->own_pool = !o.pool;
+    m->pool = o.pool ? o.pool : nr_pool_new(o.threads);
     if (!m->pool) {
         rc = NR_ENOMEM;
         goto fail;
@@ -736,7 +738,8 @@ void nr_llama_close(struct nr_llama *m)
     if (!m)
         return;
     nr_tok_free(m->tok);
-    nr_pool_free(m->pool);
+    if (m->own_pool)
+        nr_pool_free(m->pool);
     nr_free(m->scratch);
     nr_free(m->layers);
     nr_free(m->small);

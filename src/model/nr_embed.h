@@ -19,8 +19,9 @@
  *
  * Threads: nr_embedder_embed may be called from several threads; calls are
  * serialized inside (the workspace is shared) and each one uses the
- * embedder's own worker pool. Ownership: the embedder owns its model, pool
- * and workspace; callers own texts and output buffers.
+ * embedder's worker pool (its own, or one lent by opts.pool). Ownership: the
+ * embedder owns its model, workspace and own pool; callers own texts and
+ * output buffers.
  */
 #ifndef NR_EMBED_H
 #define NR_EMBED_H
@@ -37,8 +38,12 @@ enum nr_precision {
     NR_PREC_INT8 = 1,
 };
 
+struct nr_pool;
+
 struct nr_embed_opts {
-    int threads;          /* worker threads; <= 0: one per CPU */
+    int threads;          /* worker threads; <= 0: one per CPU (ignored with pool) */
+    struct nr_pool *pool; /* borrowed: run on this pool (shared with other components,
+                             nr_pool.h), which must outlive the embedder; NULL: an own pool */
     int max_batch_tokens; /* tokens per forward pass (workspace size); default 8192 */
     int max_seq;          /* override the model's token cap; <= 0: from the model files */
     int precision;        /* NR_PREC_FP32 (default) or NR_PREC_INT8 (CPU only) */

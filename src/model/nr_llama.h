@@ -20,8 +20,9 @@
  * share the model's worker pool and scratch), so several threads may each
  * drive their own sequence, interleaving per call.
  *
- * Ownership: the model owns the mapping, tokenizer, pool and scratch; a
- * sequence owns its KV cache. Free sequences before their model.
+ * Ownership: the model owns the mapping, tokenizer, scratch and its pool
+ * (unless opts.pool lends one); a sequence owns its KV cache. Free sequences
+ * before their model.
  */
 #ifndef NR_LLAMA_H
 #define NR_LLAMA_H
@@ -34,12 +35,16 @@ struct nr_gguf;
 struct nr_llama;
 struct nr_llama_seq;
 
+struct nr_pool;
+
 struct nr_llama_opts {
-    int threads;   /* worker threads; <= 0: one per CPU */
-    int max_batch; /* tokens per forward pass in prefill (scratch size); default 512 */
-    int exact;     /* 1: fp32 activations against dequantized weight rows instead of
-                    * llama.cpp-style quantized activations (slower; for reference
-                    * tests). NANORAG_LLAMA_EXACT=1 in the environment sets it too. */
+    int threads;          /* worker threads; <= 0: one per CPU (ignored with pool) */
+    struct nr_pool *pool; /* borrowed: run on this pool (shared with other components,
+                             nr_pool.h), which must outlive the model; NULL: an own pool */
+    int max_batch;        /* tokens per forward pass in prefill (scratch size); default 512 */
+    int exact;            /* 1: fp32 activations against dequantized weight rows instead of
+                           * llama.cpp-style quantized activations (slower; for reference
+                           * tests). NANORAG_LLAMA_EXACT=1 in the environment sets it too. */
 };
 
 struct nr_llama_info {

@@ -107,8 +107,7 @@ int srv_llm_open(struct nr_server *s)
         }
     }
     o.api_key = s->llm_key;
-    if (s->o.threads > 0)
-        o.threads = s->o.threads;
+    o.pool = s->pool; /* one pool for the embedder, the generator and the index */
     if (s->o.llm_ctx > 0)
         o.n_ctx = s->o.llm_ctx;
     if (s->o.llm_slots > 0)
