@@ -418,6 +418,18 @@ static void test_batching(void)
             NR_CHECK_INT(nr_llama_eval(m7, s7, &ids[i], 1, i == n - 1 ? b : NULL), NR_OK);
         printf("  token by token vs batch: NMSE %.3g\n", nmse(b, a, f.n_vocab));
         NR_CHECK(nmse(b, a, f.n_vocab) < 1e-8);
+        { /* max_batch 2: decode without the grouped q/k/v matvec (3 > 2 rows of act) */
+            struct nr_llama *m2 = open_model(SMOLLM2, 0, 2);
+            struct nr_llama_seq *s2 = NULL;
+            if (m2 && nr_llama_seq_new(m2, 0, &s2) == NR_OK) {
+                for (int i = 0; i < n; i++)
+                    NR_CHECK_INT(nr_llama_eval(m2, s2, &ids[i], 1, i == n - 1 ? b : NULL), NR_OK);
+                printf("  token by token, ungrouped, vs batch: NMSE %.3g\n", nmse(b, a, f.n_vocab));
+                NR_CHECK(nmse(b, a, f.n_vocab) < 1e-8);
+            }
+            nr_llama_seq_free(s2);
+            nr_llama_close(m2);
+        }
         nr_llama_seq_truncate(s1, n - 10);
         NR_CHECK_INT(nr_llama_eval(m1, s1, ids + n - 10, 10, b), NR_OK);
         NR_CHECK(nmse(b, a, f.n_vocab) < 1e-8);

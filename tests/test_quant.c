@@ -798,6 +798,65 @@ static void test_matvec_matmul(void)
     nr_free(xq);
 }
 
+/* nr_quant_matvec_n: a group of matrices of mixed types and sizes, each with
+ * its own activation, equals dot_row per row bitwise for every thread count;
+ * nm outside 1..NR_QUANT_MAX_GROUP touches nothing. */
+static void test_matvec_group(void)
+{
+    enum { K = 768, G = 3 };
+    static const int ns[G] = {77, 16, 300};
+    struct nr_pool *pools[3] = {nr_pool_new(1), nr_pool_new(2), nr_pool_new(3)};
+    uint8_t *w[G], *xq[G];
+    float *ref[G], *y[G], x[K];
+
+    NR_CHECK(pools[0] && pools[1] && pools[2]);
+    for (int i = 0; i < G; i++) {
+        w[i] = nr_malloc(nr_quant_row_bytes(NR_GGML_F32, K) * ns[i]);
+        xq[i] = nr_aligned_alloc(64, nr_quant_act_bytes(NR_GGML_F32, K));
+        ref[i] = nr_malloc((size_t)ns[i] * 4);
+        y[i] = nr_malloc((size_t)ns[i] * 4);
+    }
+    for (int t = 0; t < NTYPES; t++) {
+        struct nr_qmat W[G];
+        const struct nr_qmat *Wp[G] = {&W[0], &W[1], &W[2]};
+        const void *xp[G] = {xq[0], xq[1], xq[2]};
+        for (int i = 0; i < G; i++) {
+            int wt = all_types[(t + 3 * i) % NTYPES];
+            size_t rb = nr_quant_row_bytes(wt, K);
+            W[i] = (struct nr_qmat){wt, ns[i], K, rb, w[i]};
+            for (int r = 0; r < ns[i]; r++)
+                random_row(wt, w[i] + (size_t)r * rb, K, 0);
+            for (int j = 0; j < K; j++)
+                x[j] = nrand();
+            nr_quant_act(wt, x, K, xq[i]);
+            for (int r = 0; r < ns[i]; r++)
+                ref[i][r] = nr_quant_dot_row(&W[i], r, xq[i]);
+        }
+        for (int p = -1; p < 3; p++) {
+            for (int i = 0; i < G; i++)
+                memset(y[i], 0, (size_t)ns[i] * 4);
+            nr_quant_matvec_n(p < 0 ? NULL : pools[p], G, Wp, xp, y);
+            for (int i = 0; i < G; i++)
+                NR_CHECK_MSG(!memcmp(y[i], ref[i], (size_t)ns[i] * 4),
+                             "group matrix %d (%s, %d rows, pool %d) != dot_row", i,
+                             nr_quant_name(W[i].type), ns[i], p + 1);
+        }
+        for (int i = 0; i < G; i++)
+            y[i][0] = -7.0f;
+        nr_quant_matvec_n(pools[2], 0, Wp, xp, y);
+        nr_quant_matvec_n(pools[2], NR_QUANT_MAX_GROUP + 1, Wp, xp, y);
+        NR_CHECK(y[0][0] == -7.0f && y[1][0] == -7.0f && y[2][0] == -7.0f);
+    }
+    for (int p = 0; p < 3; p++)
+        nr_pool_free(pools[p]);
+    for (int i = 0; i < G; i++) {
+        nr_free(w[i]);
+        nr_free(xq[i]);
+        nr_free(ref[i]);
+        nr_free(y[i]);
+    }
+}
+
 /* ------------------------------------------------------------ f16 helpers */
 
 static void test_f16_helpers(void)
@@ -861,6 +920,7 @@ int main(void)
     NR_RUN(test_dot_vs_dequant);
     NR_RUN(test_simd_vs_scalar);
     NR_RUN(test_matvec_matmul);
+    NR_RUN(test_matvec_group);
     NR_RUN(test_f16_helpers);
     printf("variants tested: %s\n", tested_names);
     return nr_test_summary();

@@ -76,6 +76,17 @@ float nr_quant_dot_row(const struct nr_qmat *W, int r, const void *xq);
 void nr_quant_matvec(struct nr_pool *pool, const struct nr_qmat *W, const void *xq, float *y);
 
 /*
+ * nm matvecs in one pool run (nm <= NR_QUANT_MAX_GROUP): y[i][r] =
+ * dot(W[i][r], xq[i]). For matrices that read the same input (q/k/v,
+ * gate/up in a decode step): one hand-off to the pool instead of nm, the
+ * rows of all of them spread over the threads together. Bitwise equal to nm
+ * nr_quant_matvec calls.
+ */
+#define NR_QUANT_MAX_GROUP 4
+void nr_quant_matvec_n(struct nr_pool *pool, int nm, const struct nr_qmat *const *W,
+                       const void *const *xq, float *const *y);
+
+/*
  * C[i][r] = dot(W[r], x_i) for m vectors: xq holds m act rows back to back,
  * each nr_quant_act_bytes(W->type, W->k) bytes; C is [m][ldc]. Weight rows
  * are reused across the m vectors while in cache (prefill).

@@ -1035,6 +1035,54 @@ void nr_quant_matvec(struct nr_pool *pool, const struct nr_qmat *W, const void *
     nr_pool_run(pool, ntasks, matvec_task, &c);
 }
 
+struct mvn_ctx {
+    int nm;
+    struct mv_ctx c[NR_QUANT_MAX_GROUP];
+    int first[NR_QUANT_MAX_GROUP + 1]; /* task range of matrix i: [first[i], first[i+1]) */
+};
+
+static void matvec_n_task(void *arg, int task, int worker)
+{
+    const struct mvn_ctx *g = arg;
+    int i = 0;
+    while (task >= g->first[i + 1])
+        i++;
+    matvec_task((void *)&g->c[i], task - g->first[i], worker);
+}
+
+void nr_quant_matvec_n(struct nr_pool *pool, int nm, const struct nr_qmat *const *W,
+                       const void *const *xq, float *const *y)
+{
+    struct mvn_ctx g;
+    int nt = threads_of(pool), rows = 0, chunk;
+
+    if (nm < 1 || nm > NR_QUANT_MAX_GROUP)
+        return;
+    for (int i = 0; i < nm; i++)
+        rows += W[i]->n > 0 ? W[i]->n : 0;
+    /* ~6 tasks per thread over all the rows, chunks a multiple of 16 rows */
+    chunk = (rows + nt * 6 - 1) / (nt * 6);
+    chunk = (chunk + 15) & ~15;
+    if (chunk < 16)
+        chunk = 16;
+    g.nm = nm;
+    g.first[0] = 0;
+    for (int i = 0; i < nm; i++) {
+        struct mv_ctx c = {.W = W[i], .xq = xq[i], .y = y[i], .chunk = chunk};
+        c.fn = dot_fn(W[i]);
+        g.c[i] = c;
+        g.first[i + 1] = g.first[i] + (c.fn && W[i]->n > 0 ? (W[i]->n + chunk - 1) / chunk : 0);
+    }
+    if (g.first[nm] == 0)
+        return;
+    if (!pool || nt == 1) {
+        for (int t = 0; t < g.first[nm]; t++)
+            matvec_n_task(&g, t, 0);
+        return;
+    }
+    nr_pool_run(pool, g.first[nm], matvec_n_task, &g);
+}
+
 static void matmul_task(void *arg, int task, int worker)
 {
     const struct mv_ctx *c = arg;

@@ -908,6 +908,40 @@ static void linear(struct nr_llama *m, const struct nr_qmat *W, const float *x, 
                 y[(size_t)t * ldy + i] += bias[i];
 }
 
+/*
+ * y[i] = W[i] · x (+ bias[i]) for nm matrices reading the same input x,
+ * decode only (T = 1): one pool run for all of them (nr_quant_matvec_n)
+ * instead of nm — a decode step hands work to the pool ~5 times per layer
+ * instead of ~8, and on small models that hand-off is a large part of the
+ * step. x is quantized once per distinct weight type, into act rows 0..nm-1.
+ * Same numbers as nm linear() calls. Exact mode and max_batch < nm take the
+ * plain path.
+ */
+static void linear_n(struct nr_llama *m, int nm, const struct nr_qmat *const *W, const float *x,
+                     float *const *y, const float *const *bias)
+{
+    const void *xq[NR_QUANT_MAX_GROUP];
+    if (m->exact || nm > m->max_batch) {
+        for (int i = 0; i < nm; i++)
+            linear(m, W[i], x, W[i]->k, 1, y[i], W[i]->n, bias[i], i == 0);
+        return;
+    }
+    for (int i = 0; i < nm; i++) {
+        int j = 0;
+        while (j < i && W[j]->type != W[i]->type)
+            j++;
+        xq[i] = (const unsigned char *)m->act + (size_t)j * m->act_row;
+        if (j == i)
+            nr_quant_act(W[i]->type, x, W[i]->k, (unsigned char *)m->act + (size_t)i * m->act_row);
+    }
+    m->act_type = W[0]->type; /* act row 0 holds x for W[0]'s type, as linear() leaves it */
+    nr_quant_matvec_n(m->pool, nm, W, xq, y);
+    for (int i = 0; i < nm; i++)
+        if (bias[i])
+            for (int r = 0; r < W[i]->n; r++)
+                y[i][r] += bias[i][r];
+}
+
 /* Rotate each head of v [T][n_heads·D] by the batch's angles of table `set`. */
 static void rope(const struct nr_llama *m, float *v, int T, int n_heads, int set)
 {
@@ -1037,9 +1071,16 @@ static void forward(struct nr_llama *m, struct nr_llama_seq *s, const int32_t *i
 
         for (int t = 0; t < T; t++)
             rmsnorm(m->h + (size_t)t * E, m->x + (size_t)t * E, L->attn_norm, E, m->eps);
-        linear(m, &L->wq, m->h, E, T, m->q, Q, L->bq, 1);
-        linear(m, &L->wk, m->h, E, T, m->k, K, L->bk, 0);
-        linear(m, &L->wv, m->h, E, T, m->v, K, L->bv, 0);
+        if (T == 1) {
+            const struct nr_qmat *W[3] = {&L->wq, &L->wk, &L->wv};
+            float *Y[3] = {m->q, m->k, m->v};
+            const float *B[3] = {L->bq, L->bk, L->bv};
+            linear_n(m, 3, W, m->h, Y, B);
+        } else {
+            linear(m, &L->wq, m->h, E, T, m->q, Q, L->bq, 1);
+            linear(m, &L->wk, m->h, E, T, m->k, K, L->bk, 0);
+            linear(m, &L->wv, m->h, E, T, m->v, K, L->bv, 0);
+        }
         if (L->q_norm) {
             for (int i = 0; i < T * m->n_head; i++)
                 rmsnorm(m->q + (size_t)i * m->D, m->q + (size_t)i * m->D, L->q_norm, m->D, m->eps);
@@ -1065,8 +1106,15 @@ static void forward(struct nr_llama *m, struct nr_llama_seq *s, const int32_t *i
                 x[i] += o[i];
             rmsnorm(m->h + (size_t)t * E, x, L->ffn_norm, E, m->eps);
         }
-        linear(m, &L->gate, m->h, E, T, m->gt, F, NULL, 1);
-        linear(m, &L->up, m->h, E, T, m->up, F, NULL, 0);
+        if (T == 1) {
+            const struct nr_qmat *W[2] = {&L->gate, &L->up};
+            float *Y[2] = {m->gt, m->up};
+            const float *B[2] = {NULL, NULL};
+            linear_n(m, 2, W, m->h, Y, B);
+        } else {
+            linear(m, &L->gate, m->h, E, T, m->gt, F, NULL, 1);
+            linear(m, &L->up, m->h, E, T, m->up, F, NULL, 0);
+        }
         for (size_t i = 0; i < (size_t)T * F; i++) {
             float g = m->arch == ARCH_GEMMA3 ? gelu_tanh(m->gt[i]) : silu(m->gt[i]);
             m->gt[i] = g * m->up[i];
