@@ -87,4 +87,31 @@ check("status: embedder device/precision/memory",
 r = run(["status"])
 check("status text", r.returncode == 0 and b"embedder" in r.stdout)
 
+# the generator and the index sections: status never creates a store; after
+# an ingest it reports the vectors and where vector search runs
+with tempfile.TemporaryDirectory() as d:
+    data = os.path.join(d, "data")
+    r = run(["status", "--json", "--data", data])
+    st = json.loads(r.stdout) if r.returncode == 0 else {}
+    ix = st.get("index", {})
+    check("status: no store yet, none created", ix.get("vectors") == 0 and "no store" in
+          ix.get("note", "") and not os.path.exists(data), json.dumps(ix))
+    gen = st.get("generator", {})
+    check("status: generator model, quantization, memory and speed",
+          gen.get("arch") == "llama" and gen.get("quantization") == "q4_1" and
+          gen.get("weights_mapped_mib", 0) > 50 and gen.get("kv_mib_per_4k", 0) > 0 and
+          gen.get("decode_tokens_per_s", 0) > 0, json.dumps(gen))
+    doc = os.path.join(d, "note.md")
+    with open(doc, "w") as f:
+        f.write("# Routers\n\nHold the reset button for ten seconds to restore the defaults.\n")
+    r = run(["ingest", "--data", data, "--quiet", doc])
+    r = run(["status", "--json", "--data", data, "--llm", "none", "--device", "cuda"])
+    st = json.loads(r.stdout) if r.returncode == 0 else {}
+    ix = st.get("index", {})
+    check("status: index vectors, device, memory (cuda asked, CPU here, the reason given)",
+          ix.get("vectors", 0) >= 1 and ix.get("memory_mib", 0) > 0 and
+          ix.get("device") in ("cpu", "cuda") and (ix.get("device") == "cuda" or ix.get("note")),
+          json.dumps(ix))
+    check("status --llm none: no generator section", "generator" not in st, list(st))
+
 finish()

@@ -8,8 +8,14 @@
  * (/proc/meminfo), gpu (build, devices, driver/runtime/cuBLAS versions,
  * cuDNN/TensorRT presence), embedder (device, precision, memory held,
  * measured single-query latency; on a GPU its name, device memory held and
- * measured tokens/s). --device cpu|cuda|auto picks the embedder's device
- * (default: $NANORAG_DEVICE, else cpu); --no-model skips loading it.
+ * measured tokens/s), generator (the local GGUF model: architecture,
+ * quantization, weights mapped, KV cache per 4k positions, measured prefill
+ * and decode tokens/s) and index (the store's vectors for the embedder: where
+ * vector search runs, its memory and why not on the GPU). --device
+ * cpu|cuda|auto picks the device of the embedder and the index (default:
+ * $NANORAG_DEVICE, else cpu); --llm picks the generator (default: the
+ * installed local model; none skips it); --data the store (never created
+ * here); --no-model skips all three.
  */
 #define _GNU_SOURCE
 #include "nr_cli.h"
@@ -18,8 +24,12 @@
 #include "nr_err.h"
 #include "nr_gpu.h"
 #include "nr_kern.h"
+#include "nr_llama.h"
+#include "nr_llm.h"
 #include "nr_mem.h"
 #include "nr_pool.h"
+#include "nr_retrieve.h"
+#include "nr_store.h"
 
 #include <dlfcn.h>
 #include <getopt.h>
@@ -27,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 
@@ -216,7 +227,9 @@ static long long rss_kib(void)
     return strtoll(v, NULL, 10);
 }
 
-static json_t *embedder_info(const char *model, int threads, const char *device)
+/* The embedder's section; *out keeps it open for the index section (NULL on failure). */
+static json_t *embedder_info(const char *model, int threads, const char *device,
+                             struct nr_embedder **out)
 {
     json_t *o = json_object();
     struct nr_embed_opts opts;
@@ -226,6 +239,7 @@ static json_t *embedder_info(const char *model, int threads, const char *device)
     float *v;
     const char *q = "How do I reset the admin password on my router?";
 
+    *out = NULL;
     nr_embed_opts_default(&opts);
     opts.threads = threads;
     opts.device = device;
@@ -269,7 +283,105 @@ static json_t *embedder_info(const char *model, int threads, const char *device)
         nr_free(v);
     }
     json_object_set_new(o, "process_rss_mib", json_integer(rss_kib() / 1024));
-    nr_embedder_close(e);
+    *out = e;
+    return o;
+}
+
+/* The local generator: what it is, what it holds, and its speed on a short
+ * greedy run (8-token prompt, 16 decoded tokens; ids are arbitrary). */
+static json_t *generator_info(const char *path)
+{
+    json_t *o = json_object();
+    struct nr_llama *m = NULL;
+    struct nr_llama_seq *sq = NULL;
+    const struct nr_llama_info *in;
+    double t0 = now_ms(), t1;
+    float *logits = NULL;
+    int32_t ids[8];
+
+    json_object_set_new(o, "path", json_string(path));
+    if (nr_llama_open(path, NULL, &m)) {
+        json_object_set_new(o, "error", json_string(nr_err_msg()));
+        return o;
+    }
+    in = nr_llama_info(m);
+    json_object_set_new(o, "model", json_string(in->name));
+    json_object_set_new(o, "device", json_string("cpu"));
+    json_object_set_new(o, "arch", json_string(in->arch));
+    json_object_set_new(o, "quantization", json_string(in->file_type));
+    json_object_set_new(o, "parameters_m", json_real((double)in->n_params / 1e6));
+    json_object_set_new(o, "kernel", json_string(in->kernel));
+    json_object_set_new(o, "threads", json_integer(in->threads));
+    json_object_set_new(o, "weights_mapped_mib", json_real(mib(in->weight_bytes)));
+    json_object_set_new(o, "scratch_mib", json_real(mib(in->scratch_bytes)));
+    json_object_set_new(o, "kv_mib_per_4k", json_real(mib(nr_llama_kv_bytes(m, 4096))));
+    json_object_set_new(o, "load_ms", json_real(now_ms() - t0));
+    logits = nr_malloc(sizeof(float) * (size_t)in->n_vocab);
+    for (int i = 0; i < 8; i++)
+        ids[i] = (int32_t)((i * 2654435761u) % (unsigned)in->n_vocab);
+    if (logits && nr_llama_seq_new(m, 64, &sq) == NR_OK) {
+        int ok;
+        t0 = now_ms();
+        ok = nr_llama_eval(m, sq, ids, 8, logits) == NR_OK;
+        t1 = now_ms();
+        for (int i = 0; i < 16 && ok; i++) {
+            int32_t next = 0;
+            for (int j = 1; j < in->n_vocab; j++)
+                if (logits[j] > logits[next])
+                    next = j;
+            ok = nr_llama_eval(m, sq, &next, 1, logits) == NR_OK;
+        }
+        if (ok) {
+            json_object_set_new(o, "prefill_tokens_per_s", json_real(8 / ((t1 - t0) / 1e3)));
+            json_object_set_new(o, "decode_tokens_per_s", json_real(16 / ((now_ms() - t1) / 1e3)));
+        }
+    }
+    nr_llama_seq_free(sq);
+    nr_free(logits);
+    nr_llama_close(m);
+    return o;
+}
+
+/* The vector index the commands would load from the store in `data`
+ * ($NANORAG_DATA, else ./data): never creates a store. */
+static json_t *index_info(struct nr_embedder *e, const char *data, const char *device)
+{
+    json_t *o = json_object();
+    const char *env = getenv("NANORAG_DATA");
+    char db[4200];
+    struct stat st;
+    struct nr_store *s = NULL;
+    struct nr_retriever *r = NULL;
+    struct nr_retriever_opts ro;
+    struct nr_retriever_info in;
+    double t0;
+
+    snprintf(db, sizeof db, "%s/nanorag.db", data[0] ? data : env && *env ? env : "data");
+    json_object_set_new(o, "store", json_string(db));
+    if (stat(db, &st) != 0) {
+        json_object_set_new(o, "vectors", json_integer(0));
+        json_object_set_new(o, "note", json_string("no store yet (nanorag ingest creates it)"));
+        return o;
+    }
+    nr_retriever_opts_default(&ro);
+    ro.device = device;
+    t0 = now_ms();
+    if (nr_store_open(db, &s) || nr_retriever_open(s, e, NULL, &ro, &r)) {
+        json_object_set_new(o, "error", json_string(nr_err_msg()));
+        nr_store_close(s);
+        return o;
+    }
+    nr_retriever_info(r, &in);
+    json_object_set_new(o, "vectors", json_integer(in.vectors));
+    json_object_set_new(o, "device", json_string(in.device));
+    json_object_set_new(o, "memory_mib", json_real(mib(in.cpu_bytes)));
+    json_object_set_new(o, "gpu_memory_mib", json_real(mib(in.gpu_bytes)));
+    json_object_set_new(o, "gpu_from_vectors", json_integer(in.gpu_min_rows));
+    if (in.note[0])
+        json_object_set_new(o, "note", json_string(in.note));
+    json_object_set_new(o, "load_ms", json_real(now_ms() - t0));
+    nr_retriever_close(r);
+    nr_store_close(s);
     return o;
 }
 
@@ -304,18 +416,24 @@ static void print_text(json_t *j, int depth)
     }
 }
 
+#define STATUS_USAGE                                                                               \
+    "usage: nanorag status [--json] [--model PATH] [--device cpu|cuda|auto]\n"                     \
+    "                      [--llm MODEL.gguf|none] [--data DIR] [--no-model]\n"
+
 int cli_status(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},     {"model", required_argument, NULL, 'm'},
-        {"no-model", no_argument, NULL, 'n'}, {"device", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},     {NULL, 0, NULL, 0}};
+        {"json", no_argument, NULL, 'j'},      {"model", required_argument, NULL, 'm'},
+        {"no-model", no_argument, NULL, 'n'},  {"device", required_argument, NULL, 'd'},
+        {"llm", required_argument, NULL, 'L'}, {"data", required_argument, NULL, 'D'},
+        {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
     int as_json = 0, no_model = 0, c;
-    char model[4096] = "";
+    char model[4096] = "", llm[4096] = "", data[4096] = "";
     const char *device = NULL;
+    struct nr_embedder *e = NULL;
     json_t *doc;
 
-    while ((c = getopt_long(argc, argv, "jm:nd:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "jm:nd:L:D:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'j':
             as_json = 1;
@@ -329,14 +447,17 @@ int cli_status(int argc, char **argv)
         case 'd':
             device = optarg;
             break;
+        case 'L':
+            snprintf(llm, sizeof llm, "%s", optarg);
+            break;
+        case 'D':
+            snprintf(data, sizeof data, "%s", optarg);
+            break;
         case 'h':
-            printf("usage: nanorag status [--json] [--model PATH] [--device cpu|cuda|auto] "
-                   "[--no-model]\n");
+            printf("%s", STATUS_USAGE);
             return 0;
         default:
-            fprintf(stderr,
-                    "usage: nanorag status [--json] [--model PATH] [--device cpu|cuda|auto] "
-                    "[--no-model]\n");
+            fprintf(stderr, "%s", STATUS_USAGE);
             return 2;
         }
     }
@@ -352,8 +473,20 @@ int cli_status(int argc, char **argv)
             json_object_set_new(o, "error", json_string(nr_err_msg()));
             json_object_set_new(doc, "embedder", o);
         } else {
-            json_object_set_new(doc, "embedder", embedder_info(model, 0, device));
+            json_object_set_new(doc, "embedder", embedder_info(model, 0, device, &e));
         }
+        if (strcmp(llm, "none") != 0) {
+            if (!llm[0] && nr_llm_default_model(llm, sizeof llm)) {
+                json_t *o = json_object();
+                json_object_set_new(o, "error", json_string(nr_err_msg()));
+                json_object_set_new(doc, "generator", o);
+            } else {
+                json_object_set_new(doc, "generator", generator_info(llm));
+            }
+        }
+        if (e)
+            json_object_set_new(doc, "index", index_info(e, data, device));
+        nr_embedder_close(e);
     }
     if (as_json) {
         char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
