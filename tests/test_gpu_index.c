@@ -196,6 +196,11 @@ static void test_gpu_index_equals_cpu_index(void)
         NR_CHECK_INT(nr_gpu_index_count(gx), before); /* refused adds left it unchanged */
         NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, K, &docs, hg, ng), NR_EUNSUPPORTED);
         NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, K, &nan_min, hg, ng), NR_EINVAL);
+        nan_min.min_score = 0.0f;
+        nan_min.collection_id = -2; /* nr_index refuses it too */
+        NR_CHECK_INT(nr_gpu_index_search(gx, q, 1, K, &nan_min, hg, ng), NR_EINVAL);
+        NR_CHECK_INT(nr_index_search(ix, NULL, q, DIM, K, NR_INDEX_EXACT, &nan_min, hc, &nc),
+                     NR_EINVAL);
     }
     {
         /* a small index: k larger than its rows */

@@ -421,6 +421,8 @@ extern "C" int nr_gpu_index_search(struct nr_gpu_index *gx, const float *q, int 
         return nr_err_set(NR_EUNSUPPORTED, "gpu index: no document filter (the CPU index has it)");
     if (isnan(min_score))
         return nr_err_set(NR_EINVAL, "gpu index: the minimum score is NaN");
+    if (want < -1) /* as nr_index: -1 is any collection, other negatives are errors */
+        return nr_err_set(NR_EINVAL, "gpu index: collection filter %d", want);
     for (size_t i = 0; i < (size_t)nq * gx->dim; i++)
         if (!isfinite(q[i]))
             return nr_err_set(NR_EINVAL, "gpu index: query %zu is not finite", i / gx->dim);
