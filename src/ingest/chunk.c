@@ -236,15 +236,25 @@ static int boundary_class(const struct chunker *k, const struct tok *pprev, cons
                           const struct tok *cur, int cont)
 {
     const unsigned char *u = (const unsigned char *)k->text;
-    int nl = 0, ws = 0, end;
+    int nl = 0, ws = 0, lead = 0, end;
     if (!prev)
         return CUT_PARA;
     for (size_t i = prev->end; i < cur->start; i++) {
         if (u[i] == '\n' || (u[i] == '\r' && !(i + 1 < cur->start && u[i + 1] == '\n')))
             nl++;
-        if (!ws && ws_at(u, k->len, i))
-            ws = 1;
+        if ((u[i] & 0xC0) == 0x80) /* inside a character */
+            continue;
+        if (ws_at(u, k->len, i))
+            ws = 1, lead = 0;
+        else
+            lead = 1;
     }
+    /* Characters that gave no token sit between the last whitespace and the
+     * token: they belong to its word (a dropped control or U+FFFD, a mark
+     * whose token HF's alignment places on a later mark), so cutting at the
+     * token's start could change its tokens: not a clean word start. */
+    if (lead)
+        return cont ? CUT_INWORD : CUT_PRETOK;
     if (nl >= 2)
         return CUT_PARA;
     end = sentence_end(k->text, prev);
