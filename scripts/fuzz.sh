@@ -24,6 +24,8 @@ if [ ! -x "$here/build-fuzz/fuzz_$t" ]; then
     { tail -20 "$out/build.log"; exit 1; }
 fi
 t0=$(date +%s)
+stamp=$(mktemp)
+trap 'rm -f "$stamp"' EXIT
 cpu0=$(awk '{print $16+$17}' /proc/$$/stat)
 par=()
 [ "$workers" -gt 1 ] && par=(-jobs="$workers" -workers="$workers")
@@ -37,7 +39,9 @@ tick=$(getconf CLK_TCK)
 cpu=$(awk -v t="$tick" -v c0="$cpu0" '{printf "%.0f", ($16+$17-c0)/t}' /proc/$$/stat)
 execs=$(grep -ho 'stat::number_of_executed_units: *[0-9]*' "$out"/run.log "$out"/fuzz-*.log 2>/dev/null |
         awk '{s+=$2} END {print s+0}')
-crashes=$(ls "$out" | grep -cE '^(crash|leak|timeout|oom)-' || true)
+# only this run's reproducers (older ones may still lie there)
+crashes=$(find "$out" -maxdepth 1 -newer "$stamp" -regex '.*/\(crash\|leak\|timeout\|oom\)-.*' |
+          wc -l)
 echo "fuzz_$t: $(( $(date +%s) - t0 )) s wall, ${cpu} CPU s, ${execs} executions," \
      "corpus $(ls "$out/corpus" | wc -l) new + $(ls "$here/fuzz/corpus/$t" | wc -l) seed files," \
      "${crashes} crash/leak/timeout/oom files, exit $rc"
